@@ -1,0 +1,66 @@
+"""Re-test a finished training run from its ``adapter.safetensors`` on top of the same backbone.
+
+    python -m src.eval run_dir=logs/train/runs/2026-01-01_12-00-00
+    python -m src.eval run_dir=... data.protocol=tune          # accuracy on val200 instead of test
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from src.cli import report_user_errors, to_float_dict, write_json
+from src.errors import UserError
+from src.model import load_trainable
+from src.train import build_finetuner
+
+log = logging.getLogger(__name__)
+
+
+def load_run_config(run_dir: Path) -> DictConfig:
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a training run folder: {path} is missing")
+    return OmegaConf.load(path)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    run_dir = Path(cfg.run_dir)
+    run_cfg = load_run_config(run_dir)
+    with open_dict(run_cfg):
+        run_cfg.paths = cfg.paths
+        run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
+        run_cfg.pace.mode = "none"  # evaluation never perturbs; the merged weights are tested
+    if run_cfg.get("seed") is not None:
+        L.seed_everything(run_cfg.seed)
+    datamodule = hydra.utils.instantiate(run_cfg.data)
+    finetuner = build_finetuner(run_cfg, datamodule.num_classes)
+    load_trainable(finetuner.model, cfg.weights)
+    trainer = L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=cfg.paths.output_dir,
+        **cfg.trainer,
+    )
+    trainer.test(finetuner, datamodule=datamodule)
+    metrics = to_float_dict(trainer.callback_metrics)
+    write_json(
+        Path(cfg.paths.output_dir) / "eval.json",
+        {"run_dir": str(run_dir), "protocol": datamodule.protocol, "metrics": metrics},
+    )
+    log.info("test/acc = %.4f (%s protocol)", metrics.get("test/acc", float("nan")), datamodule.protocol)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@report_user_errors
+def main(cfg: DictConfig) -> float | None:
+    return evaluate(cfg).get("test/acc")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The LightningModule: a PEFT model, its training objective, metrics and optimiser."""
+
+from __future__ import annotations
+
+import torch
+from lightning import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
+from timm.optim import create_optimizer_v2
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from src.adapters import count_parameters, set_branches_enabled
+from src.pace import Regulariser
+from src.pace.consistency import squared_distance
+from src.schedule import warmup_cosine_lr
+
+
+class FineTuner(LightningModule):
+    """Trains the trainable part of ``model`` with ``regulariser``'s objective.
+
+    Logs ``train/{loss,ce,consistency,acc}``, ``val/acc``, ``test/acc`` and two diagnostics from
+    the paper's theory: ``train/grad_norm`` (‖∇CE‖ over trainable parameters, Thm. 2) and
+    ``val/fp_distance`` (squared logit distance to the same model with every adapter branch off,
+    Thm. 3).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        regulariser: Regulariser,
+        num_classes: int,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        warmup_epochs: float = 10,
+        warmup_lr: float = 1e-6,
+        min_lr: float = 1e-5,
+        grad_norm_every: int = 10,
+        fp_distance: bool = True,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "regulariser"])
+        self.model = model
+        self.regulariser = regulariser
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_fp_distance = MeanMetric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and datamodule is not None:
+            self.regulariser.prepare(datamodule.train_size, self.hparams.num_classes)
+
+    def on_fit_start(self) -> None:
+        counts = count_parameters(self.model)
+        rank_zero_info(
+            f"parameters: {counts['trainable']:,} trainable ({counts['adapter']:,} adapter + head) "
+            f"of {counts['total']:,} total ({100 * counts['trainable'] / counts['total']:.2f}%)"
+        )
+        for logger in self.loggers:
+            logger.log_hyperparams({f"params/{k}": v for k, v in counts.items()})
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y, index = batch
+        parts = self.regulariser(self.model, x, y, index, self.global_step)
+        self.train_acc(parts.logits.detach(), parts.targets)
+        log = dict(on_step=True, on_epoch=True, batch_size=x.shape[0])
+        self.log("train/loss", parts.loss, prog_bar=True, **log)
+        self.log("train/ce", parts.ce, **log)
+        self.log("train/consistency", parts.consistency, **log)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        every = self.hparams.grad_norm_every
+        if every and self.global_step % every == 0:
+            self.log("train/grad_norm", self._ce_grad_norm(parts.ce), on_step=True, on_epoch=False)
+        return parts.loss
+
+    def _ce_grad_norm(self, ce: torch.Tensor) -> torch.Tensor:
+        """‖∂CE/∂θ‖₂ over trainable θ — of the CE alone, not of the regularised loss."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True)
+        squares = [g.pow(2).sum() for g in grads if g is not None]
+        return torch.stack(squares).sum().sqrt().detach()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y, _ = batch
+        logits = self.model(x)
+        self.val_acc(logits, y)
+        self.log("val/acc", self.val_acc, prog_bar=True, batch_size=x.shape[0])
+        if self.hparams.fp_distance:
+            self.val_fp_distance.update(squared_distance(logits, self._pretrained_logits(x)), x.shape[0])
+            self.log("val/fp_distance", self.val_fp_distance, batch_size=x.shape[0])
+
+    def _pretrained_logits(self, x: torch.Tensor) -> torch.Tensor:
+        set_branches_enabled(self.model, False)
+        try:
+            return self.model(x)
+        finally:
+            set_branches_enabled(self.model, True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        x, y, _ = batch
+        self.test_acc(self.model(x), y)
+        self.log("test/acc", self.test_acc, batch_size=x.shape[0])
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = create_optimizer_v2(self.model, "adamw", lr=hp.lr, weight_decay=hp.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        warmup = int(round(hp.warmup_epochs * per_epoch))
+
+        def factor(step: int) -> float:
+            return warmup_cosine_lr(step, total, warmup, hp.lr, hp.warmup_lr, hp.min_lr) / hp.lr
+
+        scheduler = LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

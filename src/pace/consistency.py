@@ -1,0 +1,119 @@
+"""The training objectives: plain CE and the three PACE consistency losses (SPEC §3).
+
+Each regulariser maps a batch ``(x, y, index)`` to :class:`LossParts`. ``f(x; z)`` below is the
+model's logits under fresh branch noise ``z``; the noise itself lives on the model (``noise.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from src.pace.droppath import paired_batch
+
+
+@dataclass
+class LossParts:
+    loss: torch.Tensor
+    ce: torch.Tensor
+    consistency: torch.Tensor
+    logits: torch.Tensor  # logits of the samples the CE was computed on
+    targets: torch.Tensor
+
+
+def squared_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean over samples of the squared L2 distance between logit vectors."""
+    return (a - b).pow(2).sum(dim=-1).mean()
+
+
+class Regulariser(nn.Module):
+    """Baseline objective: one pass, cross-entropy only (``pace=none``)."""
+
+    def __init__(self, lam: float = 0.0):
+        super().__init__()
+        self.lam = float(lam)
+
+    def forward(self, model, x, y, index, step: int) -> LossParts:
+        logits = model(x)
+        ce = F.cross_entropy(logits, y)
+        return LossParts(ce, ce, ce.new_zeros(()), logits, y)
+
+    def prepare(self, num_train: int, num_classes: int) -> None:
+        """Called once the training-set size is known (before a checkpoint is restored)."""
+
+
+class PACE(Regulariser):
+    """``CE(f1, y) + λ‖f1 − f2‖²`` from one forward of ``[x; x]`` with shared drop-path masks."""
+
+    def pace_loss(self, model, x, y) -> LossParts:
+        with paired_batch(model):
+            f1, f2 = model(torch.cat([x, x])).chunk(2)
+        ce = F.cross_entropy(f1, y)
+        consistency = squared_distance(f1, f2)
+        return LossParts(ce + self.lam * consistency, ce, consistency, f1, y)
+
+    def forward(self, model, x, y, index, step: int) -> LossParts:
+        return self.pace_loss(model, x, y)
+
+
+class LazyPACE(PACE):
+    """Every ``interval``-th step, full PACE on the first half of the batch; else one noisy pass."""
+
+    def __init__(self, lam: float, interval: int = 2):
+        super().__init__(lam)
+        if interval < 1:
+            raise ValueError(f"lazy interval must be >= 1, got {interval}")
+        self.interval = int(interval)
+
+    def forward(self, model, x, y, index, step: int) -> LossParts:
+        if step % self.interval == 0:
+            half = max(1, x.shape[0] // 2)
+            return self.pace_loss(model, x[:half], y[:half])
+        return super(PACE, self).forward(model, x, y, index, step)
+
+
+def _gather_across_ranks(t: torch.Tensor) -> torch.Tensor:
+    """All ranks' rows, so every rank's history buffer sees every visited sample."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
+
+
+class FastPACE(Regulariser):
+    """One noisy pass; consistency with the logits the same sample had on its previous visit.
+
+    ``history[i]`` holds sample ``i``'s last logits. A sample not seen before contributes no
+    consistency term (the reference's zero-initialised buffer pulled epoch-1 logits toward 0).
+    The term is averaged over the whole batch, so unseen samples count as zero.
+    """
+
+    def __init__(self, lam: float):
+        super().__init__(lam)
+        self.register_buffer("history", torch.zeros(0, 0))
+        self.register_buffer("seen", torch.zeros(0, dtype=torch.bool))
+
+    def prepare(self, num_train: int, num_classes: int) -> None:
+        if self.history.shape != (num_train, num_classes):
+            device = self.history.device
+            self.history = torch.zeros(num_train, num_classes, device=device)
+            self.seen = torch.zeros(num_train, dtype=torch.bool, device=device)
+
+    def forward(self, model, x, y, index, step: int) -> LossParts:
+        if self.history.numel() == 0:
+            raise RuntimeError("FastPACE.prepare(num_train, num_classes) was not called")
+        logits = model(x)
+        ce = F.cross_entropy(logits, y)
+        seen = self.seen[index]
+        diff = (logits - self.history[index]).pow(2).sum(dim=-1)
+        consistency = (diff * seen).sum() / x.shape[0]
+        with torch.no_grad():
+            all_index = _gather_across_ranks(index)
+            self.history[all_index] = _gather_across_ranks(logits.detach().float())
+            self.seen[all_index] = True
+        return LossParts(ce + self.lam * consistency, ce, consistency, logits, y)

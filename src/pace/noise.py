@@ -1,0 +1,92 @@
+"""Multiplicative noise on adapter branches and its depth schedule (SPEC §2).
+
+``attach_noise`` walks a timm model, gives every adapter layer of block ``k`` a
+:class:`MultiplicativeNoise` with the scheduled σ_k, and multiplies the classification head's
+logits by noise with σ/L (the head's whole output counts as its "branch").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from src.adapters import adapted_layers
+from src.errors import UserError, check_choice
+
+NOISE_SHAPES = ("channel", "token")
+SCHEDULES = ("vit", "hierarchical")
+
+
+class MultiplicativeNoise(nn.Module):
+    """Returns ``z ⊙ Δh`` with ``z ~ N(1, σ²)`` drawn without gradient, during training only.
+
+    ``shape="channel"`` draws one value per sample and output channel, shared by all tokens
+    (``[B, 1, …, 1, C]``); ``shape="token"`` draws one per sample, token and channel.
+    """
+
+    def __init__(self, sigma: float, shape: str = "channel"):
+        super().__init__()
+        if sigma < 0:
+            raise UserError(f"sigma must be >= 0 (it is a noise std), got {sigma}")
+        check_choice("pace.noise_shape", shape, NOISE_SHAPES)
+        self.sigma = float(sigma)
+        self.shape = shape
+
+    def is_active(self) -> bool:
+        return self.training and self.sigma > 0
+
+    def sample(self, like: torch.Tensor) -> torch.Tensor:
+        if self.shape == "channel" and like.dim() > 2:
+            size = (like.shape[0],) + (1,) * (like.dim() - 2) + (like.shape[-1],)
+        else:
+            size = like.shape
+        return torch.randn(size, device=like.device, dtype=like.dtype).mul_(self.sigma).add_(1.0)
+
+    def forward(self, branch: torch.Tensor) -> torch.Tensor:
+        if not self.is_active():
+            return branch
+        return branch * self.sample(branch)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma:.4g}, shape={self.shape}"
+
+
+def sigma_schedule(sigma: float, depth: int, schedule: str = "vit") -> list[float]:
+    """σ for blocks ``0..depth-1`` followed by σ for the head (entry ``depth``).
+
+    ``vit``: block 0 gets 0, block k gets σ(L+1−k)/L, the head σ/L — decreasing with depth, the
+    paper's best ordering. ``hierarchical`` (Swin-like): every stage i in 0..L gets σ(L+1−i)/(L+1).
+    """
+    check_choice("pace.schedule", schedule, SCHEDULES)
+    if sigma < 0:
+        raise UserError(f"sigma must be >= 0 (it is a noise std), got {sigma}")
+    L = depth
+    if schedule == "vit":
+        return [0.0] + [sigma * (L + 1 - k) / L for k in range(1, L + 1)]
+    return [sigma * (L + 1 - i) / (L + 1) for i in range(L + 1)]
+
+
+def _head_noise_hook(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+    return module.branch_noise(output)
+
+
+def attach_noise(model: nn.Module, sigma: float, shape: str = "channel", schedule: str = "vit"):
+    """Attach scheduled noise to every adapter branch and to the head; returns the σ list."""
+    blocks = getattr(model, "blocks", None)
+    if blocks is None or len(blocks) == 0:
+        raise UserError(
+            f"PACE needs a backbone with a 'blocks' list (a timm ViT); {type(model).__name__} has none"
+        )
+    sigmas = sigma_schedule(sigma, len(blocks), schedule)
+    for k, block in enumerate(blocks):
+        for _, layer in adapted_layers(block):
+            layer.branch_noise = MultiplicativeNoise(sigmas[k], shape)
+    head = model.get_classifier()
+    if isinstance(head, nn.Module) and not isinstance(head, nn.Identity):
+        head.branch_noise = MultiplicativeNoise(sigmas[-1], shape)
+        head.register_forward_hook(_head_noise_hook)
+    return sigmas
+
+
+def noise_modules(model: nn.Module) -> list[MultiplicativeNoise]:
+    return [m for m in model.modules() if isinstance(m, MultiplicativeNoise)]
