@@ -1,7 +1,7 @@
 """Re-test a finished training run from its ``adapter.safetensors`` on top of the same backbone.
 
-    python -m src.eval run_dir=logs/train/runs/2026-01-01_12-00-00
-    python -m src.eval run_dir=... data.protocol=tune          # accuracy on val200 instead of test
+python -m src.eval run_dir=logs/train/runs/2026-01-01_12-00-00
+python -m src.eval run_dir=... data.protocol=tune          # accuracy on val200 instead of test
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         Path(cfg.paths.output_dir) / "eval.json",
         {"run_dir": str(run_dir), "protocol": datamodule.protocol, "metrics": metrics},
     )
-    log.info("test/acc = %.4f (%s protocol)", metrics.get("test/acc", float("nan")), datamodule.protocol)
+    log.info(
+        "test/acc = %.4f (%s protocol)", metrics.get("test/acc", float("nan")), datamodule.protocol
+    )
     return metrics
 
 

@@ -25,16 +25,24 @@ def build_model(
     img_size: int | None = None,
     drop_path: float = 0.0,
     targets: tuple[str, ...] | None = None,
+    timm_kwargs: dict | None = None,
 ) -> nn.Module:
     model = build_backbone(
-        backbone_name, num_classes, img_size=img_size, drop_path=drop_path, weights=weights
+        backbone_name,
+        num_classes,
+        img_size=img_size,
+        drop_path=drop_path,
+        weights=weights,
+        **(timm_kwargs or {}),
     )
     extra = {"targets": tuple(targets)} if targets else {}
     return inject(model, adapter_name, rank=rank, **extra)
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    return {
+        n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad
+    }
 
 
 def save_trainable(model: nn.Module, path: str | Path) -> Path:
@@ -51,7 +59,9 @@ def load_trainable(model: nn.Module, path: str | Path) -> None:
     """Load ``adapter.safetensors`` onto a model built with the same backbone/adapter config."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"adapter weights not found: {path} (a training run writes adapter.safetensors)")
+        raise UserError(
+            f"adapter weights not found: {path} (a training run writes adapter.safetensors)"
+        )
     state = load_file(str(path))
     expected = trainable_state_dict(model)
     missing = sorted(set(expected) - set(state))

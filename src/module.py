@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from src.adapters import count_parameters, set_branches_enabled
 from src.pace import Regulariser
 from src.pace.consistency import squared_distance
+from src.rng import capture_rng_states, restore_rng_states
 from src.schedule import warmup_cosine_lr
 
 
@@ -59,11 +60,19 @@ class FineTuner(LightningModule):
     def on_fit_start(self) -> None:
         counts = count_parameters(self.model)
         rank_zero_info(
-            f"parameters: {counts['trainable']:,} trainable ({counts['adapter']:,} adapter + head) "
+            f"parameters: {counts['trainable']:,} trainable ({counts['adapter']:,} adapter, "
+            f"{counts['trainable'] - counts['adapter']:,} head) "
             f"of {counts['total']:,} total ({100 * counts['trainable'] / counts['total']:.2f}%)"
         )
         for logger in self.loggers:
             logger.log_hyperparams({f"params/{k}": v for k, v in counts.items()})
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_states"] = capture_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng_states" in checkpoint:
+            restore_rng_states(checkpoint["rng_states"])
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, index = batch
@@ -75,7 +84,7 @@ class FineTuner(LightningModule):
         self.log("train/consistency", parts.consistency, **log)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         every = self.hparams.grad_norm_every
-        if every and self.global_step % every == 0:
+        if every and (self.global_step + 1) % every == 0:  # the steps Lightning writes logs on
             self.log("train/grad_norm", self._ce_grad_norm(parts.ce), on_step=True, on_epoch=False)
         return parts.loss
 
@@ -92,7 +101,9 @@ class FineTuner(LightningModule):
         self.val_acc(logits, y)
         self.log("val/acc", self.val_acc, prog_bar=True, batch_size=x.shape[0])
         if self.hparams.fp_distance:
-            self.val_fp_distance.update(squared_distance(logits, self._pretrained_logits(x)), x.shape[0])
+            self.val_fp_distance.update(
+                squared_distance(logits, self._pretrained_logits(x)), x.shape[0]
+            )
             self.log("val/fp_distance", self.val_fp_distance, batch_size=x.shape[0])
 
     def _pretrained_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,4 +129,7 @@ class FineTuner(LightningModule):
             return warmup_cosine_lr(step, total, warmup, hp.lr, hp.warmup_lr, hp.min_lr) / hp.lr
 
         scheduler = LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -8,7 +8,7 @@ import math
 def warmup_cosine_lr(
     step: int, total_steps: int, warmup_steps: int, lr: float, warmup_lr: float, min_lr: float
 ) -> float:
-    """Learning rate at optimiser ``step``: ``warmup_lr → lr`` linearly, then cosine to ``min_lr``."""
+    """Learning rate at ``step``: ``warmup_lr → lr`` linearly, then cosine down to ``min_lr``."""
     if step < warmup_steps:
         return warmup_lr + (lr - warmup_lr) * step / warmup_steps
     decay_steps = max(1, total_steps - warmup_steps)

@@ -45,6 +45,7 @@ def build_finetuner(cfg: DictConfig, num_classes: int) -> FineTuner:
         img_size=cfg.backbone.img_size,
         drop_path=cfg.backbone.drop_path,
         targets=cfg.adapter.get("targets"),
+        timm_kwargs=cfg.backbone.get("kwargs"),
     )
     pace = cfg.pace
     regulariser = build_regulariser(

@@ -7,8 +7,14 @@ import timm
 import torch
 from torch import nn
 
-from src.adapters import ADAPTERS, AdaptedLinear, adapted_layers, count_parameters, inject
-from src.adapters import set_branches_enabled
+from src.adapters import (
+    ADAPTERS,
+    AdaptedLinear,
+    adapted_layers,
+    count_parameters,
+    inject,
+    set_branches_enabled,
+)
 from src.errors import UserError
 
 
@@ -66,7 +72,9 @@ def test_lora_mul_vpt_add_matches_spec_formula():
     torch.testing.assert_close(layer.branch(x), expected_branch)
     w, b = layer.merged_weight_and_bias()
     torch.testing.assert_close(w, w0 * (1 + layer.d_w @ layer.u_w))
-    torch.testing.assert_close(b, (w0 @ (layer.d_p @ layer.u_p)).squeeze(-1) + b0 * (1 + layer.delta_b))
+    torch.testing.assert_close(
+        b, (w0 @ (layer.d_p @ layer.u_p)).squeeze(-1) + b0 * (1 + layer.delta_b)
+    )
 
 
 def test_lora_add_and_vpt_add_formulas():
@@ -96,7 +104,9 @@ def test_only_adapters_and_head_are_trainable():
     model = inject(tiny_vit(), "lora_add", rank=2)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert {"head.weight", "head.bias"} <= trainable
-    assert all(n.startswith("head.") or ".d_" in n or ".u_" in n or "delta_b" in n for n in trainable)
+    assert all(
+        n.startswith("head.") or ".d_" in n or ".u_" in n or "delta_b" in n for n in trainable
+    )
     layers = dict(adapted_layers(model))
     assert len(layers) == 2 * 4  # every linear of every block
     assert all(isinstance(m, AdaptedLinear) for m in layers.values())

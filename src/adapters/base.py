@@ -52,7 +52,7 @@ class AdaptedLinear(nn.Module):
         return self.base.weight.new_zeros(self.out_features)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        """Δh(x); may return a tensor that broadcasts against ``h0(x)`` (e.g. a bias-only branch)."""
+        """Δh(x); may return a tensor that broadcasts against ``h0(x)`` (e.g. a bias shift)."""
         raise NotImplementedError
 
     def merged_delta(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,5 +152,7 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     head = _head_parameter_names(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    head_count = sum(p.numel() for n, p in model.named_parameters() if n in head and p.requires_grad)
+    head_count = sum(
+        p.numel() for n, p in model.named_parameters() if n in head and p.requires_grad
+    )
     return {"trainable": trainable, "total": total, "adapter": trainable - head_count}

@@ -2,7 +2,7 @@
 
 Shapes for a frozen layer ``W0 [out, in]``, ``b0 [out]`` and rank ``r``:
 ``D_W [out, r]`` (0), ``U_W [r, in]`` (Xavier), ``δb [out]`` (0), ``D_P [in, r]`` (0),
-``U_P [r, 1]`` (Xavier). Every ``D`` starts at zero, so an injected model equals the pre-trained one.
+``U_P [r, 1]`` (Xavier). Every ``D`` starts at zero: an injected model equals the pre-trained one.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class _LowRankWeight(AdaptedLinear):
 
 
 class _Prompt(AdaptedLinear):
-    """Adds the VPT_add prompt ``D_P U_P`` seen through ``W0``: the bias shift ``W0 · (D_P U_P)``."""
+    """Adds the VPT_add prompt ``D_P U_P`` seen through ``W0``: a bias shift ``W0 · (D_P U_P)``."""
 
     def __init__(self, base: nn.Linear, rank: int):
         super().__init__(base, rank)

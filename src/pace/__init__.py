@@ -8,7 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from src.errors import UserError, check_choice
-from src.pace.consistency import FastPACE, LazyPACE, LossParts, PACE, Regulariser
+from src.pace.consistency import PACE, FastPACE, LazyPACE, LossParts, Regulariser
 from src.pace.droppath import paired_batch, share_drop_path_masks
 from src.pace.noise import MultiplicativeNoise, attach_noise, sigma_schedule
 

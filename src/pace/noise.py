@@ -75,7 +75,8 @@ def attach_noise(model: nn.Module, sigma: float, shape: str = "channel", schedul
     blocks = getattr(model, "blocks", None)
     if blocks is None or len(blocks) == 0:
         raise UserError(
-            f"PACE needs a backbone with a 'blocks' list (a timm ViT); {type(model).__name__} has none"
+            f"PACE needs a backbone with a 'blocks' list (a timm ViT); "
+            f"{type(model).__name__} has none"
         )
     sigmas = sigma_schedule(sigma, len(blocks), schedule)
     for k, block in enumerate(blocks):

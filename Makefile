@@ -1,0 +1,45 @@
+# PACE experiment framework. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARCH := $(shell uname -m)
+# torch + torchvision pairs that install from the package index without a CUDA download where
+# possible (see README "Installation"); override with `make install TORCH_PINS=...`.
+ifeq ($(ARCH),aarch64)
+TORCH_PINS ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+endif
+EXTRAS ?= dev,demo
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+RUN_ARGS ?=
+
+.PHONY: help install test lint train clean
+
+help: ## show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv and install the project (editable) with its dev extras
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+test: install ## run the whole test suite (CI runs exactly this)
+	$(PY) -m pytest -q
+
+lint: install ## ruff over src/ and tests/
+	$(VENV)/bin/ruff check src tests
+
+train: install ## quick PACE run of a tiny ViT on a generated VTAB-format task (RUN_ARGS=... to override)
+	$(PY) -m src.data.synthetic --out data/vtab-1k/synthetic
+	$(PY) -m src.train debug=tiny data.task=synthetic data.num_classes=4 $(RUN_ARGS)
+
+clean: ## remove logs and caches (keeps .venv, data and checkpoints)
+	rm -rf logs outputs multirun .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,288 @@
+"""Backbone construction and weight loading (.npz / .safetensors / .pth) on tiny ViTs."""
+
+import argparse
+import logging
+
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from src.backbones import build_backbone, load_weights
+from src.errors import UserError
+
+NAME = "vit_tiny_patch16_224"  # 12 blocks, width 192, 3 heads
+SIZE = 32  # 2x2 patch grid keeps every forward pass cheap
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Two torch threads on two shared cores thrash while another job runs (5x slower model init).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    torch.manual_seed(0)
+    model = build_backbone(NAME, num_classes=7, img_size=SIZE).eval()
+    with torch.no_grad():  # non-default values everywhere, so a skipped tensor cannot go unnoticed
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def _features(model, size=SIZE):
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        return model.eval().forward_features(x)
+
+
+def _backbone_state(model):
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+
+
+def _assert_backbone_equal(model, reference):
+    got, want = _backbone_state(model), _backbone_state(reference)
+    assert got.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-6, msg=k)
+
+
+def _to_google_npz(model, path):
+    """Write ``model`` in the layout of Google's original ViT-B_16.npz (read by timm)."""
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    dim, heads = model.embed_dim, model.blocks[0].attn.num_heads
+    hd = dim // heads
+    out = {
+        "embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),  # OIHW -> HWIO
+        "embedding/bias": sd["patch_embed.proj.bias"],
+        "cls": sd["cls_token"],
+        "Transformer/posembed_input/pos_embedding": sd["pos_embed"],
+        "Transformer/encoder_norm/scale": sd["norm.weight"],
+        "Transformer/encoder_norm/bias": sd["norm.bias"],
+        "head/kernel": sd["head.weight"].T,
+        "head/bias": sd["head.bias"],
+        # the paper's in21k files carry a representation layer that timm (and we) ignore
+        "pre_logits/kernel": np.ones((dim, dim), np.float32),
+        "pre_logits/bias": np.ones(dim, np.float32),
+    }
+    for i in range(len(model.blocks)):
+        b, g = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
+        att = g + "MultiHeadDotProductAttention_1/"
+        out[g + "LayerNorm_0/scale"], out[g + "LayerNorm_0/bias"] = (
+            sd[b + "norm1.weight"],
+            sd[b + "norm1.bias"],
+        )
+        out[g + "LayerNorm_2/scale"], out[g + "LayerNorm_2/bias"] = (
+            sd[b + "norm2.weight"],
+            sd[b + "norm2.bias"],
+        )
+        qkv_w = np.split(sd[b + "attn.qkv.weight"], 3)  # each [out, in]
+        qkv_b = np.split(sd[b + "attn.qkv.bias"], 3)
+        for n, w, bias in zip(("query", "key", "value"), qkv_w, qkv_b, strict=True):
+            out[f"{att}{n}/kernel"] = w.T.reshape(dim, heads, hd)  # [in, heads, head_dim]
+            out[f"{att}{n}/bias"] = bias.reshape(heads, hd)
+        # proj: [out, in=heads*hd] -> flax [heads, head_dim, out]
+        proj = sd[b + "attn.proj.weight"]
+        out[att + "out/kernel"] = proj.reshape(dim, heads, hd).transpose(1, 2, 0)
+        out[att + "out/bias"] = sd[b + "attn.proj.bias"]
+        for j in (0, 1):
+            out[f"{g}MlpBlock_3/Dense_{j}/kernel"] = sd[f"{b}mlp.fc{j + 1}.weight"].T
+            out[f"{g}MlpBlock_3/Dense_{j}/bias"] = sd[f"{b}mlp.fc{j + 1}.bias"]
+    np.savez(path, **out)
+    return out
+
+
+# ----------------------------------------------------------------------------- happy paths
+
+
+def test_random_init_builds_requested_head():
+    model = build_backbone(NAME, num_classes=5, img_size=SIZE, drop_path=0.1)
+    assert model.head.out_features == 5
+    assert model.patch_embed.grid_size == (2, 2)
+    assert model(torch.randn(1, 3, SIZE, SIZE)).shape == (1, 5)
+
+
+def test_npz_google_layout_roundtrip(reference, tmp_path, caplog):
+    path = tmp_path / "ViT-Ti_16.npz"
+    _to_google_npz(reference, path)
+    with caplog.at_level(logging.INFO, logger="src.backbones.weights"):
+        model = build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(path))
+    _assert_backbone_equal(model, reference)
+    torch.testing.assert_close(_features(model), _features(reference), rtol=0, atol=1e-5)
+    assert model.head.out_features == 3
+    assert any(
+        "ViT-Ti_16.npz" in r.getMessage() and "loaded" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_npz_head_never_taken_from_file(reference, tmp_path):
+    path = tmp_path / "w.npz"
+    _to_google_npz(reference, path)  # head size 7 = target size: timm alone would copy it
+    model = build_backbone(NAME, num_classes=7, img_size=SIZE, weights=str(path))
+    assert not torch.equal(model.head.weight, reference.head.weight)
+    assert torch.all(model.head.bias == 0) and model.head.weight.std() < 0.05  # timm-style init
+    _assert_backbone_equal(model, reference)
+
+
+def test_npz_resamples_pos_embed(reference, tmp_path):
+    path = tmp_path / "w.npz"
+    _to_google_npz(reference, path)
+    model = build_backbone(NAME, num_classes=3, img_size=64, weights=str(path))
+    assert model.pos_embed.shape == (1, 1 + 16, 192)
+    assert _features(model, 64).shape == (2, 17, 192)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pth"])
+def test_state_dict_roundtrip(reference, tmp_path, fmt):
+    path = tmp_path / f"w.{fmt}"
+    sd = reference.state_dict()  # head has 7 classes, the new model 4
+    if fmt == "safetensors":
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    else:
+        torch.save(sd, path)
+    model = build_backbone(NAME, num_classes=4, img_size=SIZE, weights=str(path))
+    assert model.head.out_features == 4
+    _assert_backbone_equal(model, reference)
+    torch.testing.assert_close(_features(model), _features(reference), rtol=0, atol=1e-6)
+
+
+def test_pth_wrapped_and_prefixed(reference, tmp_path):
+    path = tmp_path / "ddp.pt"
+    wrapped = {f"module.{k}": v for k, v in reference.state_dict().items()}
+    torch.save({"state_dict": wrapped, "epoch": 3}, path)
+    model = load_weights(build_backbone(NAME, num_classes=2, img_size=SIZE), path)
+    _assert_backbone_equal(model, reference)
+
+
+def test_state_dict_pos_embed_resampled(reference, tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
+    model = build_backbone(NAME, num_classes=3, img_size=48, weights=str(path))
+    assert model.pos_embed.shape == (1, 1 + 9, 192)
+    torch.testing.assert_close(model.blocks[3].mlp.fc1.weight, reference.blocks[3].mlp.fc1.weight)
+    assert _features(model, 48).shape == (2, 10, 192)
+
+
+# ----------------------------------------------------------------------------- user errors
+
+
+def test_missing_file(tmp_path):
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(UserError, match="not found") as e:
+        build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(missing))
+    assert str(missing) in str(e.value)
+
+
+def test_unknown_extension(tmp_path):
+    path = tmp_path / "w.ckpt"
+    path.write_bytes(b"x")
+    with pytest.raises(UserError, match=r"\.ckpt") as e:
+        build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(path))
+    for ext in (".npz", ".safetensors", ".pth"):
+        assert ext in str(e.value)
+
+
+def test_unknown_model_name_suggests_close_matches():
+    with pytest.raises(UserError, match="vit_tiny_patch16_224") as e:
+        build_backbone("vit_tiny_patch16_2244", num_classes=3)
+    assert "unknown timm model 'vit_tiny_patch16_2244'" in str(e.value)
+
+
+def test_extra_timm_kwargs_pass_through():
+    model = build_backbone(NAME, num_classes=2, img_size=SIZE, depth=2, embed_dim=48)
+    assert len(model.blocks) == 2 and model.embed_dim == 48
+
+
+def test_unknown_pretrained_tag():
+    with pytest.raises(UserError, match="pretrained tag"):
+        build_backbone(f"{NAME}.no_such_tag", num_classes=3)
+
+
+def test_wrong_width_names_keys_and_shapes(tmp_path):
+    other = timm.create_model(NAME, embed_dim=96, num_heads=3, img_size=SIZE, num_classes=3)
+    path = tmp_path / "small.safetensors"
+    save_file(other.state_dict(), str(path))
+    with pytest.raises(UserError) as e:
+        build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(path))
+    msg = str(e.value)
+    assert "shape mismatches" in msg and NAME in msg
+    assert "cls_token: file (1, 1, 96) vs model (1, 1, 192)" in msg
+    assert "\n" not in msg
+
+
+def test_missing_and_unexpected_keys(reference, tmp_path):
+    sd = {k: v for k, v in reference.state_dict().items() if not k.startswith("blocks.11.")}
+    sd["extra.weight"] = torch.zeros(2)
+    path = tmp_path / "w.pth"
+    torch.save(sd, path)
+    with pytest.raises(UserError) as e:
+        build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(path))
+    msg = str(e.value)
+    assert "missing keys (12): blocks.11.norm1.weight" in msg and "(+7 more)" in msg
+    assert "unexpected keys (1): extra.weight" in msg
+    assert "head." not in msg  # the head is never expected from the file
+
+
+def test_npz_missing_keys(reference, tmp_path):
+    arrays = _to_google_npz(reference, tmp_path / "full.npz")
+    for k in [k for k in arrays if k.startswith("Transformer/encoderblock_11/")]:
+        del arrays[k]
+    path = tmp_path / "short.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(UserError) as e:
+        build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(path))
+    msg = str(e.value)
+    assert "missing keys (16)" in msg and NAME in msg
+    assert "Transformer/encoderblock_11/LayerNorm_0/scale" in msg
+
+
+def test_npz_wrong_width_and_too_deep(tmp_path):
+    narrow = timm.create_model(NAME, embed_dim=96, num_heads=3, img_size=SIZE, num_classes=3)
+    _to_google_npz(narrow, tmp_path / "narrow.npz")
+    with pytest.raises(UserError, match="width 96, 12 blocks.*width 192, 12 blocks"):
+        build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(tmp_path / "narrow.npz"))
+
+    deep = timm.create_model(NAME, depth=13, img_size=SIZE, num_classes=3)
+    _to_google_npz(deep, tmp_path / "deep.npz")
+    with pytest.raises(UserError, match="13 encoder blocks.*Transformer/encoderblock_12/"):
+        build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(tmp_path / "deep.npz"))
+
+
+def test_npz_not_google_layout(tmp_path):
+    path = tmp_path / "w.npz"
+    np.savez(path, foo=np.zeros(3))
+    with pytest.raises(UserError, match="Google's ViT .npz layout"):
+        build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(path))
+
+
+def test_hub_offline(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    # huggingface_hub reads HF_HUB_OFFLINE at import time, so patch the parsed constant too.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(UserError, match="hub is unreachable") as e:
+        build_backbone(NAME, num_classes=3, img_size=SIZE, weights="hub")
+    assert "backbone.weights=/path/to/file." in str(e.value)
+
+
+def test_pth_with_pickled_object_refused(reference, tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save({"state_dict": reference.state_dict(), "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(UserError, match="weights_only=True"):
+        build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(path))
+
+
+def test_corrupt_files(tmp_path):
+    for name in ("w.pth", "w.safetensors", "w.npz"):
+        (tmp_path / name).write_bytes(b"not a checkpoint at all")
+        with pytest.raises(UserError, match="cannot read"):
+            build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(tmp_path / name))
