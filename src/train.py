@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
+from src.adapters import count_parameters
 from src.cli import (
     finish_wandb,
     instantiate_group,
@@ -135,6 +136,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
         "peak_rss_mb": _peak_rss_mb(),
+        "params": count_parameters(finetuner.model),
         "metrics": metrics,
     }
     if torch.cuda.is_available():

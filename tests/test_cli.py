@@ -1,0 +1,82 @@
+"""The command line: bad input ends in one `error:` line and a non-zero exit, no traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from src.data.synthetic import write_vtab_task
+from src.report import main as report_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_train(tmp_path, *overrides):
+    cmd = [
+        sys.executable,
+        "-m",
+        "src.train",
+        "debug=tiny",
+        f"paths.log_dir={tmp_path}/logs",
+        "callbacks.progress_bar=null",
+        *overrides,
+    ]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def assert_one_error_line(proc, *fragments):
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+def test_missing_data_root_is_one_line(tmp_path):
+    missing = tmp_path / "nowhere"
+    proc = run_train(tmp_path, f"data.root={missing}", "data.task=cifar")
+    assert_one_error_line(proc, str(missing), "vtab-1k")
+
+
+def test_negative_sigma_is_one_line(tmp_path):
+    write_vtab_task(tmp_path, "toy", num_classes=4, n_train=4, n_val=4, n_test=4)
+    proc = run_train(
+        tmp_path, f"data.root={tmp_path}", "data.task=toy", "data.num_classes=4", "sigma=-0.5"
+    )
+    assert_one_error_line(proc, "sigma must be >= 0")
+
+
+def test_report_summarises_seeds(tmp_path, capsys):
+    import json
+
+    for seed, acc in [(1, 0.80), (2, 0.90)]:
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        (run / "results.json").write_text(
+            json.dumps(
+                {
+                    "task": "t",
+                    "protocol": "final",
+                    "pace": "pace",
+                    "sigma": 0.5,
+                    "lam": 1.0,
+                    "adapter": "lora_add",
+                    "seed": seed,
+                    "epochs": 2,
+                    "fit_seconds": 10.0,
+                    "peak_rss_mb": 100.0,
+                    "params": {"trainable": 1234},
+                    "metrics": {"test/acc": acc},
+                }
+            )
+        )
+    report_main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| PACE | 0.5 | 1.0 | final | test/acc | 85.00 ± 7.07 | 2 | 5 | 100 | 1,234 |" in out
+
+
+def test_report_without_runs_is_an_error(tmp_path):
+    with pytest.raises(SystemExit, match="no results.json"):
+        report_main([str(tmp_path)])

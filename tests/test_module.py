@@ -1,0 +1,102 @@
+"""The LightningModule's diagnostics and learning-rate schedule."""
+
+import math
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from src.data import VTABDataModule
+from src.data.synthetic import write_vtab_task
+from src.model import build_model
+from src.module import FineTuner
+from src.pace import build_regulariser
+from src.schedule import warmup_cosine_lr
+
+
+def make_finetuner(mode="pace", **kwargs):
+    torch.manual_seed(0)
+    model = build_model(
+        4, "vit_tiny_patch16_224", "lora_mul_vpt_add", rank=2, img_size=32, timm_kwargs={"depth": 2}
+    )
+    return FineTuner(
+        model,
+        build_regulariser(model, mode, sigma=0.5, lam=1.0),
+        num_classes=4,
+        lr=1e-2,
+        warmup_epochs=0,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def datamodule(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_vtab_task(root, "toy", num_classes=4, n_train=32, n_val=16, n_test=16)
+    return VTABDataModule(
+        str(root), "toy", protocol="tune", batch_size=8, num_workers=0, img_size=32, num_classes=4
+    )
+
+
+def quiet_trainer(**kwargs):
+    # inference_mode=False: one module goes validate -> fit -> validate here, and metric states
+    # created under inference mode could not be updated by the fit loop's validation afterwards.
+    return L.Trainer(
+        accelerator="cpu",
+        inference_mode=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def test_fp_distance_is_zero_at_init_and_grows_with_training(datamodule):
+    finetuner = make_finetuner()
+    before = quiet_trainer().validate(finetuner, datamodule=datamodule, verbose=False)[0]
+    assert before["val/fp_distance"] == 0.0
+    quiet_trainer(max_epochs=2, num_sanity_val_steps=0).fit(finetuner, datamodule=datamodule)
+    after = quiet_trainer().validate(finetuner, datamodule=datamodule, verbose=False)[0]
+    assert after["val/fp_distance"] > 1e-3
+
+
+def test_fp_distance_is_the_mean_squared_logit_distance(datamodule):
+    finetuner = make_finetuner()
+    quiet_trainer(max_epochs=1, num_sanity_val_steps=0).fit(finetuner, datamodule=datamodule)
+    finetuner.eval()
+    x, _, _ = next(iter(datamodule.val_dataloader()))
+    with torch.no_grad():
+        tuned = finetuner(x)
+        expected = (tuned - finetuner._pretrained_logits(x)).pow(2).sum(-1).mean()
+        # The branch switch must restore the adapters afterwards.
+        torch.testing.assert_close(finetuner(x), tuned)
+    assert expected > 0
+    logged = quiet_trainer(limit_val_batches=1).validate(finetuner, datamodule=datamodule)[0]
+    assert logged["val/fp_distance"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_grad_norm_is_the_ce_gradient_norm_over_trainable_parameters():
+    finetuner = make_finetuner(mode="none")
+    with torch.no_grad():  # non-zero adapters so every trainable tensor gets a gradient
+        for name, p in finetuner.model.named_parameters():
+            if p.requires_grad and ".d_" in name:
+                p.normal_(0, 0.05)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    ce = F.cross_entropy(finetuner(x), y)
+    measured = finetuner._ce_grad_norm(ce)
+    ce.backward()
+    grads = [p.grad for p in finetuner.model.parameters() if p.requires_grad]
+    expected = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+    torch.testing.assert_close(measured, expected)
+
+
+def test_warmup_then_cosine():
+    kw = dict(total_steps=110, warmup_steps=10, lr=1e-3, warmup_lr=1e-6, min_lr=1e-5)
+    assert warmup_cosine_lr(0, **kw) == pytest.approx(1e-6)
+    assert warmup_cosine_lr(5, **kw) == pytest.approx(1e-6 + (1e-3 - 1e-6) / 2)
+    assert warmup_cosine_lr(10, **kw) == pytest.approx(1e-3)
+    assert warmup_cosine_lr(60, **kw) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
+    assert warmup_cosine_lr(110, **kw) == pytest.approx(1e-5)
+    assert math.isclose(warmup_cosine_lr(500, **kw), 1e-5)
