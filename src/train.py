@@ -48,28 +48,9 @@ def build_finetuner(cfg: DictConfig, num_classes: int) -> FineTuner:
         targets=cfg.adapter.get("targets"),
         timm_kwargs=cfg.backbone.get("kwargs"),
     )
-    pace = cfg.pace
-    regulariser = build_regulariser(
-        model,
-        mode=pace.mode,
-        sigma=pace.sigma,
-        lam=pace.lam,
-        interval=pace.get("interval", 2),
-        noise_shape=pace.get("noise_shape", "channel"),
-        schedule=pace.get("schedule", "vit"),
-    )
-    return FineTuner(
-        model,
-        regulariser,
-        num_classes=num_classes,
-        lr=cfg.optim.lr,
-        weight_decay=cfg.optim.weight_decay,
-        warmup_epochs=cfg.optim.warmup_epochs,
-        warmup_lr=cfg.optim.warmup_lr,
-        min_lr=cfg.optim.min_lr,
-        grad_norm_every=cfg.diagnostics.grad_norm_every,
-        fp_distance=cfg.diagnostics.fp_distance,
-    )
+    # The pace/optim/diagnostics groups hold exactly the keyword arguments of these factories.
+    regulariser = build_regulariser(model, **cfg.pace)
+    return FineTuner(model, regulariser, num_classes=num_classes, **cfg.optim, **cfg.diagnostics)
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:

@@ -11,6 +11,9 @@ grep -v '^\s*#' "$jobs_file" | grep . | while read -r name overrides; do
   echo "$name $overrides"
 done | xargs -P "$parallel" -L 1 bash -c '
   name=$0; shift
+  # flock: a job already running (another queue, an earlier call) is skipped, not started twice.
+  exec 9>'"$out"'/$name.lock
+  flock -n 9 || { echo "skipped $name: running elsewhere"; exit 0; }
   OMP_NUM_THREADS=1 .venv/bin/python -m src.train experiment=demo callbacks.progress_bar=null \
     hydra.run.dir='"$out"'/$name ckpt_path=last "$@" > '"$out"'/$name.log 2>&1 \
     && echo "done $name" || echo "FAILED $name (see '"$out"'/$name.log)"'
