@@ -10,7 +10,7 @@ grep -v '^\s*#' "$jobs_file" | grep . | while read -r name overrides; do
   [ -f "$out/$name/results.json" ] && continue   # finished earlier: keep it
   echo "$name $overrides"
 done | xargs -P "$parallel" -L 1 bash -c '
-  name=$0; shift
+  name=$0
   # flock: a job already running (another queue, an earlier call) is skipped, not started twice.
   exec 9>'"$out"'/$name.lock
   flock -n 9 || { echo "skipped $name: running elsewhere"; exit 0; }
