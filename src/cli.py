@@ -67,9 +67,13 @@ def write_json(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
+@rank_zero_only
+def write_resolved_config(cfg: DictConfig, path: Path) -> None:
+    """The config with every interpolation resolved: what this run really used."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, path, resolve=True)
+
+
 def to_float_dict(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
-
-def resolved(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)

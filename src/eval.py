@@ -22,10 +22,11 @@ log = logging.getLogger(__name__)
 
 
 def load_run_config(run_dir: Path) -> DictConfig:
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not a training run folder: {path} is missing")
-    return OmegaConf.load(path)
+    """The run's resolved config.yaml (written by src.train), else Hydra's own copy."""
+    for path in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
+        if path.is_file():
+            return OmegaConf.load(path)
+    raise UserError(f"{run_dir} is not a training run folder: it has no config.yaml")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

@@ -78,7 +78,7 @@ class FineTuner(LightningModule):
         x, y, index = batch
         parts = self.regulariser(self.model, x, y, index, self.global_step)
         self.train_acc(parts.logits.detach(), parts.targets)
-        # sync_dist: epoch values are averaged over DDP ranks (torchmetrics objects sync themselves).
+        # sync_dist: values are averaged over DDP ranks (torchmetrics objects sync themselves).
         log = dict(on_step=True, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         self.log("train/loss", parts.loss, prog_bar=True, **log)
         self.log("train/ce", parts.ce, **log)

@@ -3,8 +3,9 @@
     python -m src.train experiment=vtab_pace data.task=cifar sigma=0.5
     python -m src.train experiment=vtab_pace sigma=0.1,0.5,1 lam=0.1,1 -m
 
-Every run folder holds the resolved config (.hydra/), checkpoints/last.ckpt (resume with
-``ckpt_path=last``), adapter.safetensors (adapter + head, for ``src.eval``) and results.json.
+Every run folder holds the resolved config.yaml (Hydra keeps the composed one in .hydra/),
+checkpoints/last.ckpt (resume with ``ckpt_path=last``), adapter.safetensors (adapter + head, for
+``src.eval``) and results.json.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from src.cli import (
     report_user_errors,
     to_float_dict,
     write_json,
+    write_resolved_config,
 )
 from src.errors import UserError
 from src.model import build_model, save_trainable
@@ -74,6 +76,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    write_resolved_config(cfg, output_dir / "config.yaml")
     datamodule = hydra.utils.instantiate(cfg.data)
     finetuner = build_finetuner(cfg, datamodule.num_classes)
     rank_zero_info(
