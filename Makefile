@@ -44,7 +44,7 @@ FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 demo: demo-data backbone ## fresh machine -> real PACE vs baseline fine-tune of a pre-trained ViT, offline
-	$(PY) -m src.train experiment=demo pace=none,pace callbacks.progress_bar=null \
+	$(PY) -m src.train experiment=demo pace=none,pace \
 	  hydra.sweep.dir=$(DEMO_DIR) -m $(RUN_ARGS)
 	@echo; echo "Results ($(DEMO_DIR)):"; $(PY) -m src.report $(DEMO_DIR)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from src.errors import UserError
 
-CONFIG_KEYS = ("task", "protocol", "pace", "sigma", "lam", "adapter")
+# Runs that differ only in their seed are one configuration.
+CONFIG_KEYS = ("task", "protocol", "pace", "sigma", "lam", "adapter", "rank", "lr")
 
 
 def load_results(folders: list[Path]) -> list[dict]:
@@ -65,14 +66,16 @@ def summarise(runs: list[dict]) -> list[dict]:
             }
         )
     order = {"none": 0, "pace": 1, "lazy": 2, "fast": 3}
-    return sorted(rows, key=lambda r: (order.get(r["pace"], 9), r["sigma"], r["lam"]))
+    return sorted(
+        rows, key=lambda r: (order.get(r["pace"], 9), r["sigma"], r["lam"], r["lr"] or 0)
+    )
 
 
 def to_markdown(rows: list[dict]) -> str:
     header = (
-        "| method | σ | λ | protocol | metric | accuracy % (mean ± std) | seeds "
+        "| method | σ | λ | lr | protocol | metric | accuracy % (mean ± std) | seeds "
         "| s / epoch | peak RSS MB | trainable params |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
@@ -80,7 +83,7 @@ def to_markdown(rows: list[dict]) -> str:
         sigma, lam = ("–", "–") if r["pace"] == "none" else (r["sigma"], r["lam"])
         params = f"{r['trainable_params']:,}" if r["trainable_params"] else "?"
         lines.append(
-            f"| {method} | {sigma} | {lam} | {r['protocol']} | {r['metric']} "
+            f"| {method} | {sigma} | {lam} | {r['lr']} | {r['protocol']} | {r['metric']} "
             f"| {r['acc_mean']:.2f} ± {r['acc_std']:.2f} | {r['seeds']} "
             f"| {r['epoch_seconds']:.0f} | {r['peak_rss_mb']:.0f} | {params} |"
         )

@@ -115,6 +115,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "sigma": cfg.pace.sigma,
         "lam": cfg.pace.lam,
         "adapter": cfg.adapter.name,
+        "rank": cfg.adapter.rank,
+        "lr": cfg.optim.lr,
         "backbone": cfg.backbone.name,
         "seed": cfg.seed,
         "epochs": trainer.current_epoch,
