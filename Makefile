@@ -37,7 +37,7 @@ lint: install ## ruff over src/ and tests/
 	$(VENV)/bin/ruff check src tests
 
 train: install ## quick PACE run of a tiny ViT on a generated VTAB-format task (RUN_ARGS=... to override)
-	$(PY) -m src.data.synthetic --out data/vtab-1k/synthetic
+	$(PY) -m src.data.synthetic --root data --task synthetic
 	$(PY) -m src.train debug=tiny data.task=synthetic data.num_classes=4 $(RUN_ARGS)
 
 FASHION_MNIST ?= /usr/share/datasets/fashion-mnist

@@ -22,7 +22,7 @@ def run_train(tmp_path, *overrides):
         "callbacks.progress_bar=null",
         *overrides,
     ]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
 def assert_one_error_line(proc, *fragments):
