@@ -63,6 +63,8 @@ def test_report_summarises_seeds(tmp_path, capsys):
                     "sigma": 0.5,
                     "lam": 1.0,
                     "adapter": "lora_add",
+                    "rank": 4,
+                    "lr": 0.01,
                     "seed": seed,
                     "epochs": 2,
                     "fit_seconds": 10.0,
