@@ -76,4 +76,3 @@ def write_resolved_config(cfg: DictConfig, path: Path) -> None:
 
 def to_float_dict(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
-

@@ -66,9 +66,7 @@ def summarise(runs: list[dict]) -> list[dict]:
             }
         )
     order = {"none": 0, "pace": 1, "lazy": 2, "fast": 3}
-    return sorted(
-        rows, key=lambda r: (order.get(r["pace"], 9), r["sigma"], r["lam"], r["lr"] or 0)
-    )
+    return sorted(rows, key=lambda r: (order.get(r["pace"], 9), r["sigma"], r["lam"], r["lr"] or 0))
 
 
 def to_markdown(rows: list[dict]) -> str:
