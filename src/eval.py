@@ -13,6 +13,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+import src.config  # noqa: F401  (registers the ${cwd:} resolver before Hydra composes)
 from src.cli import report_user_errors, to_float_dict, write_json
 from src.errors import UserError
 from src.model import load_trainable

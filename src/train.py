@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
+import src.config  # noqa: F401  (registers the ${cwd:} resolver before Hydra composes)
 from src.adapters import count_parameters
 from src.cli import (
     finish_wandb,

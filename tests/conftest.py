@@ -10,6 +10,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+import src.config  # noqa: F401  (the resolvers the configs use)
+
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 

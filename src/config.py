@@ -1,0 +1,15 @@
+"""Config plumbing that must exist before Hydra composes anything, kept free of heavy imports.
+
+Importing this module registers the project's OmegaConf resolvers. Entry points import it at
+the top so that ``--help`` and config errors never wait for torch, Lightning or timm.
+"""
+
+from __future__ import annotations
+
+import os
+
+from omegaconf import OmegaConf
+
+# `${cwd:}` is the launch folder. Hydra's own `${hydra:runtime.cwd}` is not set yet while Hydra
+# builds `hydra.sweep.dir`, so a path group that uses it breaks every `-m` run.
+OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
