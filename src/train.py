@@ -35,6 +35,7 @@ from src.errors import UserError
 from src.model import build_model, save_trainable
 from src.module import FineTuner
 from src.pace import build_regulariser
+from src.slurm import drop_requeue_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.train:
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
         trainer.fit(finetuner, datamodule=datamodule, ckpt_path=ckpt_path)
+        drop_requeue_checkpoints(trainer, output_dir)
         metrics.update(to_float_dict(trainer.callback_metrics))
         if trainer.is_global_zero:
             save_trainable(finetuner.model, output_dir / "adapter.safetensors")

@@ -16,7 +16,7 @@ PORT=${PACE_SLURM_PORT:-6817}   # slurmctld listens here, slurmd on PORT+1
 NODE=localhost
 CONF=$STATE/slurm.conf
 WAIT_S=${PACE_SLURM_WAIT_S:-60}
-CRED_EXPIRE_S=${PACE_SLURM_CRED_EXPIRE_S:-20}
+CRED_EXPIRE_S=${PACE_SLURM_CRED_EXPIRE_S:-10}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 have_slurm() {
@@ -58,7 +58,9 @@ if ! alive "$STATE/run/munged.pid"; then
 fi
 
 USER_NAME=$(id -un)
-CPUS=$(nproc)
+# PACE_SLURM_CPUS may exceed the real core count (slurmd accepts it with config_overrides) so
+# that several small test jobs run side by side.
+CPUS=${PACE_SLURM_CPUS:-$(nproc)}
 # Leave a little memory to the OS; jobs that ask for more than this are rejected at submission.
 MEM_MB=$(( $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) * 9 / 10 ))
 NEW_CONF=$(cat <<CONF

@@ -1,0 +1,147 @@
+"""SLURM for real: a one-node cluster on this machine (tools/slurm/up.sh), sweeps submitted by
+hydra-submitit-launcher exactly as on a cluster's login node, and a job that hits its time limit,
+is requeued by Lightning and resumes in its own folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from src.data.synthetic import write_vtab_task
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _cluster_running(state: str) -> bool:
+    pidfile = Path(state, "run", "slurmctld.pid")
+    try:
+        os.kill(int(pidfile.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def slurm_conf():
+    """Bring the local cluster up for the session (installing SLURM when root) and down after."""
+    state = os.environ.get("PACE_SLURM_DIR", "/tmp/pace-slurm")
+    # Four CPUs on two cores: the sweep's two jobs and the requeue job run side by side.
+    env = {**os.environ, "PACE_SLURM_DIR": state, "PACE_SLURM_CPUS": "4"}
+    was_running = _cluster_running(state)
+    up = subprocess.run(
+        [str(REPO / "tools/slurm/up.sh")], env=env, capture_output=True, text=True, timeout=900
+    )
+    if up.returncode == 3:  # not installed, and not root: nothing here can install it
+        pytest.skip(up.stderr.strip())
+    assert up.returncode == 0, up.stdout + up.stderr
+    yield f"{state}/slurm.conf"
+    if not was_running:
+        subprocess.run([str(REPO / "tools/slurm/down.sh")], env=env, timeout=120, check=True)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_vtab_task(root, "toy", num_classes=4, n_train=32, n_val=16, n_test=32, img_size=32)
+    return root
+
+
+def start_sweep(slurm_conf, data_root, sweep_dir: Path, *overrides: str) -> subprocess.Popen:
+    """`python -m src.train ... hydra/launcher=slurm -m` from the repository root."""
+    cmd = [
+        sys.executable, "-m", "src.train", "debug=tiny", f"data.root={data_root}",
+        "data.task=toy", "data.num_classes=4", "callbacks.progress_bar=null",
+        "trainer.enable_model_summary=false", f"hydra.sweep.dir={sweep_dir}",
+        "hydra/launcher=slurm", *overrides, "-m",
+    ]  # fmt: skip
+    env = {**os.environ, "SLURM_CONF": slurm_conf, "OMP_NUM_THREADS": "1"}
+    sweep_dir.mkdir(parents=True)
+    log = open(sweep_dir.parent / f"{sweep_dir.name}.log", "w")
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def sweep_log(sweep_dir: Path) -> str:
+    return (sweep_dir.parent / f"{sweep_dir.name}.log").read_text()
+
+
+def job_logs(sweep_dir: Path) -> dict[str, str]:
+    """submitit's stderr log of every array task, by SLURM job id (`<array id>_<task>`)."""
+    return {p.parent.name: p.read_text() for p in sweep_dir.glob(".submitit/*/*_0_log.err")}
+
+
+@pytest.fixture(scope="module")
+def requeue_sweep(slurm_conf, data_root, tmp_path_factory):
+    """A one-point sweep whose job cannot finish within its 1-minute limit.
+
+    SLURM signals SIGUSR1 5 s before the limit (up to 30 s earlier: slurmctld checks limits every
+    30 s); 40 s of training (Lightning's max_time, which a checkpoint carries over) needs at least
+    one requeue. Started first so that it runs while the other tests use the cluster.
+    """
+    sweep_dir = tmp_path_factory.mktemp("requeue") / "sweep"
+    proc = start_sweep(
+        slurm_conf, data_root, sweep_dir,
+        "+slurm.timeout_min=1", "+slurm.signal_delay_s=5",
+        "trainer.max_epochs=10000", "+trainer.max_time=00:00:00:40",
+    )  # fmt: skip
+    yield proc, sweep_dir
+    if proc.poll() is None:
+        proc.kill()
+
+
+def test_two_point_sweep_runs_one_slurm_job_per_point(
+    slurm_conf, data_root, tmp_path, requeue_sweep
+):
+    sweep_dir = tmp_path / "sweep"
+    proc = start_sweep(slurm_conf, data_root, sweep_dir, "sigma=0.1,0.5", "trainer.max_epochs=2")
+    proc.wait(timeout=300)
+    assert proc.returncode == 0, sweep_log(sweep_dir)[-3000:]
+
+    runs = sorted(p.parent for p in sweep_dir.glob("*/results.json"))
+    assert [r.name.split("_")[0] for r in runs] == ["0", "1"]
+    results = [json.loads((r / "results.json").read_text()) for r in runs]
+    assert [r["sigma"] for r in results] == [0.1, 0.5]
+    assert [r["epochs"] for r in results] == [2, 2]
+    for run, result in zip(runs, results, strict=True):
+        assert 0.0 <= result["metrics"]["test/acc"] <= 1.0
+        assert "val/acc" in (run / "csv" / "metrics.csv").read_text().splitlines()[0]
+
+    # Both points went through SLURM as one array job, each task in its own allocation.
+    logs = job_logs(sweep_dir)
+    assert len(logs) == 2 and len({name.split("_")[0] for name in logs}) == 1, logs.keys()
+    for log in logs.values():
+        assert "SLURM auto-requeueing enabled" in log  # Lightning saw the SLURM environment
+    script = next(sweep_dir.glob(".submitit/*/*_submission.sh")).read_text()
+    assert "#SBATCH --signal=USR1@120" in script and "#SBATCH --array=0-1" in script
+
+
+def test_time_limit_requeues_and_resumes_in_the_same_folder(slurm_conf, requeue_sweep):
+    proc, sweep_dir = requeue_sweep
+    proc.wait(timeout=420)
+    assert proc.returncode == 0, sweep_log(sweep_dir)[-3000:]
+
+    (job_id, log), = job_logs(sweep_dir).items()
+    requeues = re.findall(r"Requeued SLURM job: (\S+)", log)
+    restores = re.findall(r"Restored all states from the checkpoint at (.*hpc_ckpt_\d+\.ckpt)", log)
+    assert len(requeues) >= 1, log[-3000:]
+    assert len(restores) == len(requeues)  # every requeued attempt resumed
+
+    (run,) = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert all(Path(r).parent == run for r in restores)  # ...from its own folder
+    assert not list(run.glob("hpc_ckpt_*.ckpt"))  # consumed once fit finished
+    assert "Time limit reached. Elapsed time is 0:00:40" in log  # the total, across attempts
+    result = json.loads((run / "results.json").read_text())
+    assert result["epochs"] > 0 and "test/acc" in result["metrics"]
+
+    scontrol = subprocess.run(
+        ["scontrol", "show", "job", job_id], env={**os.environ, "SLURM_CONF": slurm_conf},
+        capture_output=True, text=True,
+    )
+    restarts = re.search(r"Restarts=(\d+)", scontrol.stdout)
+    assert restarts and int(restarts.group(1)) == len(requeues), scontrol.stdout
