@@ -9,6 +9,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -76,23 +78,43 @@ def job_logs(sweep_dir: Path) -> dict[str, str]:
     return {p.parent.name: p.read_text() for p in sweep_dir.glob(".submitit/*/*_0_log.err")}
 
 
+def extend_time_limit_after_first_requeue(slurm_conf, sweep_dir, proc, minutes=5) -> None:
+    """Give the requeued attempt a longer limit, so that it finishes instead of being requeued
+    again: SLURM's 30 s check period makes each 1-minute attempt train for 10-45 s only."""
+    env = {**os.environ, "SLURM_CONF": slurm_conf}
+    while proc.poll() is None:
+        for log in job_logs(sweep_dir).values():
+            if match := re.search(r"Requeued SLURM job: (\S+)", log):
+                subprocess.run(
+                    ["scontrol", "update", f"jobid={match.group(1)}", f"timelimit={minutes}"],
+                    env=env, check=True, capture_output=True,
+                )
+                return
+        time.sleep(1)
+
+
 @pytest.fixture(scope="module")
 def requeue_sweep(slurm_conf, data_root, tmp_path_factory):
     """A one-point sweep whose job cannot finish within its 1-minute limit.
 
     SLURM signals SIGUSR1 5 s before the limit (up to 30 s earlier: slurmctld checks limits every
-    30 s); 40 s of training (Lightning's max_time, which a checkpoint carries over) needs at least
-    one requeue. Started first so that it runs while the other tests use the cluster.
+    30 s), i.e. 25-55 s after the start; 50 s of training (Lightning's max_time, which the
+    checkpoint carries over) outlast that. Started first, so it runs while the sweep test runs.
     """
     sweep_dir = tmp_path_factory.mktemp("requeue") / "sweep"
     proc = start_sweep(
         slurm_conf, data_root, sweep_dir,
         "+slurm.timeout_min=1", "+slurm.signal_delay_s=5",
-        "trainer.max_epochs=10000", "+trainer.max_time=00:00:00:40",
+        "trainer.max_epochs=10000", "+trainer.max_time=00:00:00:50",
     )  # fmt: skip
+    watcher = threading.Thread(
+        target=extend_time_limit_after_first_requeue, args=(slurm_conf, sweep_dir, proc)
+    )
+    watcher.start()
     yield proc, sweep_dir
     if proc.poll() is None:
         proc.kill()
+    watcher.join()
 
 
 def test_two_point_sweep_runs_one_slurm_job_per_point(
@@ -135,7 +157,7 @@ def test_time_limit_requeues_and_resumes_in_the_same_folder(slurm_conf, requeue_
     (run,) = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert all(Path(r).parent == run for r in restores)  # ...from its own folder
     assert not list(run.glob("hpc_ckpt_*.ckpt"))  # consumed once fit finished
-    assert "Time limit reached. Elapsed time is 0:00:40" in log  # the total, across attempts
+    assert "Time limit reached. Elapsed time is 0:00:50" in log  # the total, across attempts
     result = json.loads((run / "results.json").read_text())
     assert result["epochs"] > 0 and "test/acc" in result["metrics"]
 
