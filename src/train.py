@@ -32,10 +32,10 @@ from src.cli import (
     write_resolved_config,
 )
 from src.errors import UserError
+from src.launch import drop_requeue_checkpoints, prepare_ddp_for_this_job
 from src.model import build_model, save_trainable
 from src.module import FineTuner
 from src.pace import build_regulariser
-from src.slurm import drop_requeue_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         f"pace={cfg.pace.mode} sigma={cfg.pace.sigma} lam={cfg.pace.lam} adapter={cfg.adapter.name}"
     )
     prepare_wandb(cfg)
+    prepare_ddp_for_this_job(output_dir)
     trainer = hydra.utils.instantiate(
         cfg.trainer,
         logger=instantiate_group(cfg.get("logger")) or False,
