@@ -33,6 +33,7 @@ from src.cli import (
 )
 from src.errors import UserError
 from src.launch import drop_requeue_checkpoints, prepare_ddp_for_this_job
+from src.loggers import log_run_config
 from src.model import build_model, save_trainable
 from src.module import FineTuner
 from src.pace import build_regulariser
@@ -93,10 +94,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger=instantiate_group(cfg.get("logger")) or False,
         callbacks=instantiate_group(cfg.get("callbacks")),
     )
-    for logger in trainer.loggers:
-        logger.log_hyperparams(
-            {"protocol": datamodule.protocol, "task": datamodule.task, "seed": cfg.seed}
-        )
+    log_run_config(trainer.loggers, cfg)
 
     metrics: dict[str, float] = {}
     started = time.perf_counter()
