@@ -13,3 +13,13 @@ from omegaconf import OmegaConf
 # `${cwd:}` is the launch folder. Hydra's own `${hydra:runtime.cwd}` is not set yet while Hydra
 # builds `hydra.sweep.dir`, so a path group that uses it breaks every `-m` run.
 OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
+
+
+def _mkdir(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+# `${mkdir:<folder>}` is the folder, created if missing: SQLite (the Optuna study in
+# conf/hparams_search/pace_optuna.yaml) opens a database file only in an existing folder.
+OmegaConf.register_new_resolver("mkdir", _mkdir, replace=True)
