@@ -32,7 +32,12 @@ from src.cli import (
     write_resolved_config,
 )
 from src.errors import UserError
-from src.launch import drop_requeue_checkpoints, prepare_ddp_for_this_job
+from src.launch import (
+    drop_requeue_checkpoints,
+    finished_job_metrics,
+    newest_checkpoint,
+    prepare_ddp_for_this_job,
+)
 from src.loggers import log_run_config
 from src.model import build_model, save_trainable
 from src.module import FineTuner
@@ -79,6 +84,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    if (finished := finished_job_metrics(output_dir)) is not None:
+        return finished
     write_resolved_config(cfg, output_dir / "config.yaml")
     datamodule = hydra.utils.instantiate(cfg.data)
     finetuner = build_finetuner(cfg, datamodule.num_classes)
@@ -100,6 +107,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     started = time.perf_counter()
     if cfg.train:
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+        ckpt_path = ckpt_path or newest_checkpoint(output_dir)
         trainer.fit(finetuner, datamodule=datamodule, ckpt_path=ckpt_path)
         drop_requeue_checkpoints(trainer, output_dir)
         metrics.update(to_float_dict(trainer.callback_metrics))

@@ -167,3 +167,41 @@ def test_time_limit_requeues_and_resumes_in_the_same_folder(slurm_conf, requeue_
     )
     restarts = re.search(r"Restarts=(\d+)", scontrol.stdout)
     assert restarts and int(restarts.group(1)) == len(requeues), scontrol.stdout
+
+
+def test_rerunning_an_interrupted_sweep_skips_finished_jobs_and_resumes_the_rest(
+    data_root, tmp_path
+):
+    """The same sweep command with `hydra.sweep.dir=<its folder>` (basic launcher, no cluster)."""
+    sweep_dir = tmp_path / "sweep"
+    cmd = [
+        sys.executable, "-m", "src.train", "debug=tiny", f"data.root={data_root}",
+        "data.task=toy", "data.num_classes=4", "callbacks.progress_bar=null",
+        "trainer.enable_model_summary=false", "trainer.max_epochs=2",
+        "callbacks.model_checkpoint.save_top_k=-1",  # keep epoch000.ckpt to fake the interruption
+        f"hydra.sweep.dir={sweep_dir}", "sigma=0.1,0.5", "-m",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    finished, interrupted = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+
+    # Job 1 as a kill during its second epoch leaves it: the first epoch's checkpoint, no results.
+    finished_mtime = (finished / "results.json").stat().st_mtime_ns
+    (interrupted / "results.json").unlink()
+    (interrupted / "checkpoints" / "epoch001.ckpt").unlink()
+    last = interrupted / "checkpoints" / "last.ckpt"
+    last.unlink()
+    last.symlink_to("epoch000.ckpt")
+
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output[-3000:]
+    assert f"{finished / 'results.json'} exists" in output
+    assert (finished / "results.json").stat().st_mtime_ns == finished_mtime  # not run again
+    assert f"Restored all states from the checkpoint at {last}" in output
+    result = json.loads((interrupted / "results.json").read_text())
+    assert result["sigma"] == 0.5 and result["epochs"] == 2 and "test/acc" in result["metrics"]
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == [
+        finished.name, interrupted.name
+    ]
