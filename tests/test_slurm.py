@@ -143,40 +143,11 @@ def test_two_point_sweep_runs_one_slurm_job_per_point(
     assert "#SBATCH --signal=USR1@120" in script and "#SBATCH --array=0-1" in script
 
 
-def test_time_limit_requeues_and_resumes_in_the_same_folder(slurm_conf, requeue_sweep):
-    proc, sweep_dir = requeue_sweep
-    proc.wait(timeout=420)
-    assert proc.returncode == 0, sweep_log(sweep_dir)[-3000:]
-
-    (job_id, log), = job_logs(sweep_dir).items()
-    requeues = re.findall(r"Requeued SLURM job: (\S+)", log)
-    restores = re.findall(r"Restored all states from the checkpoint at (.*\.ckpt)", log)
-    assert len(requeues) >= 1, log[-3000:]
-    assert len(restores) == len(requeues)  # every requeued attempt resumed
-
-    # ...from the newest checkpoint of its own folder: the one saved at the signal, or the
-    # epoch-end last.ckpt when an epoch ended before SLURM stopped the requeued job.
-    (run,) = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    for restored in map(Path, restores):
-        assert restored in (run / "checkpoints" / "last.ckpt", run / restored.name), restored
-        assert restored.name == "last.ckpt" or re.fullmatch(r"hpc_ckpt_\d+\.ckpt", restored.name)
-    assert not list(run.glob("hpc_ckpt_*.ckpt"))  # consumed once fit finished
-    assert "Time limit reached. Elapsed time is 0:00:50" in log  # the total, across attempts
-    result = json.loads((run / "results.json").read_text())
-    assert result["epochs"] > 0 and "test/acc" in result["metrics"]
-
-    scontrol = subprocess.run(
-        ["scontrol", "show", "job", job_id], env={**os.environ, "SLURM_CONF": slurm_conf},
-        capture_output=True, text=True,
-    )
-    restarts = re.search(r"Restarts=(\d+)", scontrol.stdout)
-    assert restarts and int(restarts.group(1)) == len(requeues), scontrol.stdout
-
-
 def test_rerunning_an_interrupted_sweep_skips_finished_jobs_and_resumes_the_rest(
-    data_root, tmp_path
+    data_root, tmp_path, requeue_sweep
 ):
-    """The same sweep command with `hydra.sweep.dir=<its folder>` (basic launcher, no cluster)."""
+    """The same sweep command with `hydra.sweep.dir=<its folder>` (basic launcher, no cluster;
+    it runs while the requeue job waits for its time limit)."""
     sweep_dir = tmp_path / "sweep"
     cmd = [
         sys.executable, "-m", "src.train", "debug=tiny", f"data.root={data_root}",
@@ -209,3 +180,34 @@ def test_rerunning_an_interrupted_sweep_skips_finished_jobs_and_resumes_the_rest
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == [
         finished.name, interrupted.name
     ]
+
+
+def test_time_limit_requeues_and_resumes_in_the_same_folder(slurm_conf, requeue_sweep):
+    proc, sweep_dir = requeue_sweep
+    proc.wait(timeout=420)
+    assert proc.returncode == 0, sweep_log(sweep_dir)[-3000:]
+
+    (job_id, log), = job_logs(sweep_dir).items()
+    requeues = re.findall(r"Requeued SLURM job: (\S+)", log)
+    restores = re.findall(r"Restored all states from the checkpoint at (.*\.ckpt)", log)
+    assert len(requeues) >= 1, log[-3000:]
+    assert len(restores) == len(requeues)  # every requeued attempt resumed
+
+    # ...from the newest checkpoint of its own folder: the one saved at the signal, or the
+    # epoch-end last.ckpt when an epoch ended before SLURM stopped the requeued job.
+    (run,) = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    for restored in map(Path, restores):
+        assert restored in (run / "checkpoints" / "last.ckpt", run / restored.name), restored
+        assert restored.name == "last.ckpt" or re.fullmatch(r"hpc_ckpt_\d+\.ckpt", restored.name)
+    assert not list(run.glob("hpc_ckpt_*.ckpt"))  # consumed once fit finished
+    assert "Time limit reached. Elapsed time is 0:00:50" in log  # the total, across attempts
+    result = json.loads((run / "results.json").read_text())
+    assert result["epochs"] > 0 and "test/acc" in result["metrics"]
+
+    scontrol = subprocess.run(
+        ["scontrol", "show", "job", job_id], env={**os.environ, "SLURM_CONF": slurm_conf},
+        capture_output=True, text=True,
+    )
+    restarts = re.search(r"Restarts=(\d+)", scontrol.stdout)
+    assert restarts and int(restarts.group(1)) == len(requeues), scontrol.stdout
+
