@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from src.data.synthetic import write_vtab_task
 
@@ -34,8 +35,8 @@ def _cluster_running(state: str) -> bool:
 def slurm_conf():
     """Bring the local cluster up for the session (installing SLURM when root) and down after."""
     state = os.environ.get("PACE_SLURM_DIR", "/tmp/pace-slurm")
-    # Four CPUs on two cores: the sweep's two jobs and the requeue job run side by side.
-    env = {**os.environ, "PACE_SLURM_DIR": state, "PACE_SLURM_CPUS": "4"}
+    # Six CPUs on two cores: the DDP sweep's two 2-task jobs and the requeue job run side by side.
+    env = {**os.environ, "PACE_SLURM_DIR": state, "PACE_SLURM_CPUS": "6"}
     was_running = _cluster_running(state)
     up = subprocess.run(
         [str(REPO / "tools/slurm/up.sh")], env=env, capture_output=True, text=True, timeout=900
@@ -55,13 +56,15 @@ def data_root(tmp_path_factory):
     return root
 
 
-def start_sweep(slurm_conf, data_root, sweep_dir: Path, *overrides: str) -> subprocess.Popen:
-    """`python -m src.train ... hydra/launcher=slurm -m` from the repository root."""
+def start_sweep(
+    slurm_conf, data_root, sweep_dir: Path, *overrides: str, launcher: str = "slurm"
+) -> subprocess.Popen:
+    """`python -m src.train ... hydra/launcher=<launcher> -m` from the repository root."""
     cmd = [
         sys.executable, "-m", "src.train", "debug=tiny", f"data.root={data_root}",
         "data.task=toy", "data.num_classes=4", "callbacks.progress_bar=null",
         "trainer.enable_model_summary=false", f"hydra.sweep.dir={sweep_dir}",
-        "hydra/launcher=slurm", *overrides, "-m",
+        f"hydra/launcher={launcher}", *overrides, "-m",
     ]  # fmt: skip
     env = {**os.environ, "SLURM_CONF": slurm_conf, "OMP_NUM_THREADS": "1"}
     sweep_dir.mkdir(parents=True)
@@ -117,15 +120,20 @@ def requeue_sweep(slurm_conf, data_root, tmp_path_factory):
     watcher.join()
 
 
-def test_two_point_sweep_runs_one_slurm_job_per_point(
+def test_two_point_ddp_sweep_runs_one_slurm_job_per_point(
     slurm_conf, data_root, tmp_path, requeue_sweep
 ):
+    """Each sweep point is one SLURM job of 2 tasks (hydra/launcher=slurm_ddp, 2 CPU ranks)."""
     sweep_dir = tmp_path / "sweep"
-    proc = start_sweep(slurm_conf, data_root, sweep_dir, "sigma=0.1,0.5", "trainer.max_epochs=2")
+    proc = start_sweep(
+        slurm_conf, data_root, sweep_dir, "sigma=0.1,0.5", "trainer.max_epochs=2",
+        "trainer=ddp_cpu", "+slurm.gpus_per_node=null", launcher="slurm_ddp",
+    )  # fmt: skip
     proc.wait(timeout=300)
     assert proc.returncode == 0, sweep_log(sweep_dir)[-3000:]
 
-    runs = sorted(p.parent for p in sweep_dir.glob("*/results.json"))
+    # Exactly one folder per job, holding its metrics.
+    runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert [r.name.split("_")[0] for r in runs] == ["0", "1"]
     results = [json.loads((r / "results.json").read_text()) for r in runs]
     assert [r["sigma"] for r in results] == [0.1, 0.5]
@@ -133,14 +141,21 @@ def test_two_point_sweep_runs_one_slurm_job_per_point(
     for run, result in zip(runs, results, strict=True):
         assert 0.0 <= result["metrics"]["test/acc"] <= 1.0
         assert "val/acc" in (run / "csv" / "metrics.csv").read_text().splitlines()[0]
+        # 48 images, batch 16, split over 2 ranks: 2 steps per epoch.
+        ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        assert ckpt["global_step"] == 2 * 2
 
-    # Both points went through SLURM as one array job, each task in its own allocation.
+    # Both points went through SLURM as one array job; srun started both ranks of each.
     logs = job_logs(sweep_dir)
     assert len(logs) == 2 and len({name.split("_")[0] for name in logs}) == 1, logs.keys()
-    for log in logs.values():
+    for job_id, log in logs.items():
         assert "SLURM auto-requeueing enabled" in log  # Lightning saw the SLURM environment
+        assert "All distributed processes registered. Starting with 2 processes" in log
+        rank1 = sweep_dir / ".submitit" / job_id / f"{job_id}_1_log.err"
+        assert "GLOBAL_RANK: 1, MEMBER: 2/2" in rank1.read_text()
     script = next(sweep_dir.glob(".submitit/*/*_submission.sh")).read_text()
-    assert "#SBATCH --signal=USR1@120" in script and "#SBATCH --array=0-1" in script
+    for line in ("--signal=USR1@120", "--array=0-1", "--ntasks-per-node=2"):
+        assert f"#SBATCH {line}" in script
 
 
 def test_rerunning_an_interrupted_sweep_skips_finished_jobs_and_resumes_the_rest(
