@@ -51,3 +51,73 @@ def test_ddp_multirun_writes_one_folder_per_job(tmp_path):
         assert sorted(p.name for p in job.glob("checkpoints/*")) == ["epoch001.ckpt", "last.ckpt"]
         ckpt = torch.load(job / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
         assert ckpt["global_step"] == 2 * 2  # each rank saw half of the data
+
+
+# --- PACE-fast's history under DDP -------------------------------------------------------------
+
+N_SAMPLES, BATCH_PER_RANK, FEATURES, CLASSES, EPOCHS = 16, 4, 8, 3, 3
+
+
+def _rank_order(rank: int, epoch: int) -> list[int]:
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(range(N_SAMPLES), num_replicas=2, rank=rank, shuffle=True, seed=7)
+    sampler.set_epoch(epoch)  # as Lightning does: each epoch's shuffle moves samples across ranks
+    return list(sampler)
+
+
+def _fast_pace_epochs(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """FastPACE over EPOCHS epochs. ``world=2``: this rank's share of a DistributedSampler, one
+    gloo process per rank. ``world=1``: one process, each step the two ranks' batches side by
+    side. The linear model moves by the same step everywhere, as DDP's synchronised updates do."""
+    import torch.distributed as dist
+
+    from src.pace.consistency import FastPACE
+
+    if world == 2:
+        dist.init_process_group(
+            "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+        )
+    torch.manual_seed(0)
+    x, y = torch.randn(N_SAMPLES, FEATURES), torch.randint(0, CLASSES, (N_SAMPLES,))
+    model = torch.nn.Linear(FEATURES, CLASSES)
+    fast = FastPACE(lam=1.0)
+    fast.prepare(N_SAMPLES, CLASSES)
+    records = []
+    for epoch in range(EPOCHS):
+        shares = [_rank_order(r, epoch) for r in range(2)]
+        for step, start in enumerate(range(0, N_SAMPLES // 2, BATCH_PER_RANK)):
+            ranks = [rank] if world == 2 else [0, 1]
+            end = start + BATCH_PER_RANK
+            index = torch.tensor([i for r in ranks for i in shares[r][start:end]])
+            parts = fast(model, x[index], y[index], index, step)
+            records.append((epoch, step, parts.consistency.item()))
+            with torch.no_grad():
+                model.weight.add_(0.05 * torch.cos(model.weight * (step + 1 + 10 * epoch)))
+    torch.save(records, f"{out_dir}/world{world}_rank{rank}.pt")
+    if world == 2:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_fast_pace_history_is_shared_across_ranks(tmp_path):
+    """Two gloo ranks and one process on the same data order give the same consistency terms,
+    also for samples that the previous epoch showed to the other rank."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_fast_pace_epochs, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    _fast_pace_epochs(0, 1, "", str(tmp_path))
+    rank0, rank1 = (torch.load(tmp_path / f"world2_rank{r}.pt") for r in (0, 1))
+    single = torch.load(tmp_path / "world1_rank0.pt")
+
+    # The reshuffle moves samples across ranks, so each rank needs the other's history.
+    moved = set(_rank_order(0, 1)) - set(_rank_order(0, 0))
+    assert moved
+    assert [r[:2] for r in rank0] == [r[:2] for r in single] == [r[:2] for r in rank1]
+    for (epoch, step, c0), (_, _, c1), (_, _, both) in zip(rank0, rank1, single, strict=True):
+        if epoch == 0:
+            assert c0 == c1 == both == 0.0  # nothing seen before
+        else:
+            assert both > 0
+            # equal batch sizes: the mean over 8 samples is the mean of the two ranks' means
+            assert (c0 + c1) / 2 == pytest.approx(both, rel=1e-5), (epoch, step)
