@@ -27,8 +27,11 @@ have_slurm() {
 if ! have_slurm; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing slurm-wlm and munge (apt-get)..." >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq slurm-wlm munge >/dev/null; }; then
+      echo "SLURM cannot be installed here: apt-get install slurm-wlm munge failed" >&2
+      exit 3
+    fi
   else
     echo "SLURM is not installed and cannot be installed here (needs root and apt-get):" \
       "sudo apt-get install slurm-wlm munge" >&2
