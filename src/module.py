@@ -12,6 +12,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.adapters import count_parameters, set_branches_enabled
+from src.errors import UserError
+from src.fingerprint import frozen_fingerprint
 from src.pace import Regulariser
 from src.pace.consistency import squared_distance
 from src.rng import capture_rng_states, restore_rng_states
@@ -48,6 +50,10 @@ class FineTuner(LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_fp_distance = MeanMetric()
+        # Checkpoints leave the frozen backbone out (see on_save_checkpoint), so a resume loads a
+        # partial state dict; on_load_checkpoint checks the trainable part itself.
+        self.strict_loading = False
+        self._frozen_fingerprint: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -67,12 +73,47 @@ class FineTuner(LightningModule):
         for logger in self.loggers:
             logger.log_hyperparams({f"params/{k}": v for k, v in counts.items()})
 
+    def frozen_fingerprint(self) -> str:
+        """Of the frozen backbone, computed once: it cannot change while training."""
+        if self._frozen_fingerprint is None:
+            self._frozen_fingerprint = frozen_fingerprint(self.model)
+        return self._frozen_fingerprint
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng_states"] = capture_rng_states()
+        # Keep what trains (plus buffers such as PACE-fast's history), not the frozen backbone:
+        # it is rebuilt from its source on resume, and storing it would make every checkpoint
+        # the backbone's size (0.35 GB for ViT-B) instead of a few MB.
+        frozen = {f"model.{n}" for n, p in self.model.named_parameters() if not p.requires_grad}
+        state = checkpoint["state_dict"]
+        checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in frozen}
+        checkpoint["frozen_fingerprint"] = self.frozen_fingerprint()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved_fingerprint = checkpoint.get("frozen_fingerprint")
+        if saved_fingerprint is not None and saved_fingerprint != self.frozen_fingerprint():
+            raise UserError(
+                "the checkpoint was trained on a different frozen backbone than this config "
+                "builds (backbone name, weights file, img_size or seed differ); resume with the "
+                "run's own config.yaml settings"
+            )
+        self._check_trainable_state(checkpoint["state_dict"])
         if "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
+
+    def _check_trainable_state(self, state: dict) -> None:
+        expected = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        missing = sorted(set(expected) - set(state))
+        reshaped = sorted(
+            n for n in expected if n in state and state[n].shape != expected[n].shape
+        )
+        if missing or reshaped:
+            names = ", ".join((missing + reshaped)[:3])
+            raise UserError(
+                f"the checkpoint does not fit the model this config builds ({len(missing)} "
+                f"trainable tensors missing, {len(reshaped)} with another shape, e.g. {names}); "
+                "resume with the run's own adapter and backbone settings (see its config.yaml)"
+            )
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, index = batch
@@ -84,6 +125,9 @@ class FineTuner(LightningModule):
         self.log("train/ce", parts.ce, **log)
         self.log("train/consistency", parts.consistency, **log)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        # The learning rate as a metric (every logger, summary lines), not a logger-only callback.
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("train/lr", lr, on_step=True, on_epoch=False, batch_size=x.shape[0])
         every = self.hparams.grad_norm_every
         if every and (self.global_step + 1) % every == 0:  # the steps Lightning writes logs on
             self.log("train/grad_norm", self._ce_grad_norm(parts.ce), on_step=True, on_epoch=False)
