@@ -18,7 +18,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import src.config  # noqa: F401  (registers the ${cwd:} resolver before Hydra composes)
 from src.adapters import count_parameters
@@ -50,6 +50,8 @@ def build_finetuner(cfg: DictConfig, num_classes: int) -> FineTuner:
         drop_path=cfg.backbone.drop_path,
         targets=cfg.adapter.get("targets"),
         timm_kwargs=cfg.backbone.get("kwargs"),
+        # Run folders written before the recipe group existed have no recipe section.
+        head_init=OmegaConf.select(cfg, "recipe.head_init", default="trunc_normal"),
     )
     # The pace/optim/diagnostics groups hold exactly the keyword arguments of these factories.
     regulariser = build_regulariser(model, **cfg.pace)
