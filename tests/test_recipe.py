@@ -3,6 +3,7 @@
 docs/recipe.md is the table these tests hold the code to.
 """
 
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -10,7 +11,8 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
+from safetensors.torch import load_file
 from torch import nn
 
 from src.backbones.factory import reset_head
@@ -24,6 +26,7 @@ from src.pace.droppath import PairedDropPath
 from src.pace.noise import noise_modules
 from src.schedule import epoch_cosine_scheduler, warmup_cosine_lr
 from src.train import build_finetuner, train
+from tests.test_train import SimulatedCrash
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE_KEYS = [
@@ -470,3 +473,44 @@ def test_paper_recipe_trains_end_to_end(compose_cfg, tmp_path):
     header = next(iter(rows)).read_text().splitlines()[0].split(",")
     assert "train/grad_norm" not in header  # recipe=paper logs it only when asked
     assert "train/consistency_step" in header
+
+
+def test_paper_recipe_resumes_to_the_same_end(compose_cfg, tmp_path, caplog):
+    # The per-epoch timm scheduler and PACE-fast's history must both come back from last.ckpt.
+    write_vtab_task(tmp_path / "data", "toy", num_classes=4, n_train=36, n_val=8, n_test=8)
+    overrides = (
+        "recipe=paper",
+        "debug=tiny",
+        "pace=fast",
+        "lam=0.1",
+        f"data.root={tmp_path / 'data'}",
+        "data.task=toy",
+        "data.num_classes=4",
+        "data.batch_size=8",
+        "backbone.drop_path=0.2",
+        "+backbone.kwargs.depth=2",
+        "trainer.max_epochs=4",
+        "optim.warmup_epochs=2",
+        "optim.lr=1e-2",
+        "callbacks.progress_bar=null",
+        "test=false",
+    )
+
+    def run(name, *extra, crash=None):
+        cfg = compose_cfg(*overrides, *extra)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / name)
+            if crash is not None:
+                cfg.callbacks.crash = {"_target_": "tests.test_train.CrashMidEpoch", "epoch": crash}
+        train(cfg)
+        return load_file(str(tmp_path / name / "adapter.safetensors"))
+
+    straight = run("straight")
+    with pytest.raises(SimulatedCrash):
+        run("resumed", crash=2)
+    with caplog.at_level(logging.INFO):
+        resumed = run("resumed", "ckpt_path=last")
+    assert "resuming from" in caplog.text and "last.ckpt" in caplog.text
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(straight[key], resumed[key], rtol=0, atol=1e-6, msg=key)
