@@ -26,6 +26,7 @@ def build_model(
     drop_path: float = 0.0,
     targets: tuple[str, ...] | None = None,
     timm_kwargs: dict | None = None,
+    head_init: str = "trunc_normal",
 ) -> nn.Module:
     model = build_backbone(
         backbone_name,
@@ -33,6 +34,7 @@ def build_model(
         img_size=img_size,
         drop_path=drop_path,
         weights=weights,
+        head_init=head_init,
         **(timm_kwargs or {}),
     )
     extra = {"targets": tuple(targets)} if targets else {}

@@ -6,18 +6,19 @@ import torch
 from lightning import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from timm.optim import create_optimizer_v2
+from timm.scheduler.scheduler import Scheduler as TimmScheduler
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.adapters import count_parameters, set_branches_enabled
-from src.errors import UserError
+from src.errors import UserError, check_choice
 from src.fingerprint import frozen_fingerprint
 from src.pace import Regulariser
 from src.pace.consistency import squared_distance
 from src.rng import capture_rng_states, restore_rng_states
-from src.schedule import warmup_cosine_lr
+from src.schedule import LR_SCHEDULES, epoch_cosine_scheduler, warmup_cosine_lr
 
 
 class FineTuner(LightningModule):
@@ -39,10 +40,13 @@ class FineTuner(LightningModule):
         warmup_epochs: float = 10,
         warmup_lr: float = 1e-6,
         min_lr: float = 1e-5,
+        decay_1d: bool = False,
+        schedule: str = "step",
         grad_norm_every: int = 10,
         fp_distance: bool = True,
     ):
         super().__init__()
+        check_choice("recipe.lr_schedule", schedule, LR_SCHEDULES)
         self.save_hyperparameters(ignore=["model", "regulariser"])
         self.model = model
         self.regulariser = regulariser
@@ -165,7 +169,23 @@ class FineTuner(LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = create_optimizer_v2(self.model, "adamw", lr=hp.lr, weight_decay=hp.weight_decay)
+        # decay_1d=False (the project's) leaves biases and other 1-D tensors undecayed, the usual
+        # ViT practice; True decays every trainable tensor like the official code's AdamW.
+        optimizer = create_optimizer_v2(
+            self.model,
+            "adamw",
+            lr=hp.lr,
+            weight_decay=hp.weight_decay,
+            filter_bias_and_bn=not hp.decay_1d,
+        )
+        if hp.schedule == "epoch":
+            scheduler = epoch_cosine_scheduler(
+                optimizer, self.trainer.max_epochs, hp.warmup_epochs, hp.warmup_lr, hp.min_lr
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+            }
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = total / max(1, self.trainer.max_epochs or 1)
         warmup = int(round(hp.warmup_epochs * per_epoch))
@@ -178,3 +198,11 @@ class FineTuner(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        # timm schedulers are told which epoch just ended (the official loop calls step(ep) after
+        # epoch ep); Lightning calls this at each epoch end, before current_epoch advances.
+        if isinstance(scheduler, TimmScheduler):
+            scheduler.step(epoch=self.current_epoch)
+        else:
+            super().lr_scheduler_step(scheduler, metric)

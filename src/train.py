@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import src.config  # noqa: F401  (registers the resolvers the configs use)
 from src.cli import (
@@ -58,6 +58,8 @@ def build_finetuner(cfg: DictConfig, num_classes: int) -> FineTuner:
         drop_path=cfg.backbone.drop_path,
         targets=cfg.adapter.get("targets"),
         timm_kwargs=cfg.backbone.get("kwargs"),
+        # Run folders written before the recipe group existed have no recipe section.
+        head_init=OmegaConf.select(cfg, "recipe.head_init", default="trunc_normal"),
     )
     # The pace/optim/diagnostics groups hold exactly the keyword arguments of these factories.
     regulariser = build_regulariser(model, **cfg.pace)

@@ -122,6 +122,7 @@ class VTABDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         decode_threads: int = 4,
         cache_limit_gb: float | None = 16.0,
+        drop_last: bool = False,
     ):
         super().__init__()
         if protocol not in PROTOCOL_SPLITS:
@@ -144,6 +145,7 @@ class VTABDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.decode_threads = decode_threads
         self.cache_limit_gb = cache_limit_gb
+        self.drop_last = drop_last  # train loader only (docs/recipe.md)
         self.splits = PROTOCOL_SPLITS[protocol]
         self._task_dir: Path | None = None
         self._samples: dict[str, list[Sample]] = {}
@@ -209,20 +211,20 @@ class VTABDataModule(L.LightningDataModule):
         """The dataset for ``role`` in {train, val, test}, decoding it on first use."""
         return self._split_dataset(self.splits[role])
 
-    def _loader(self, role: str, shuffle: bool) -> DataLoader:
+    def _loader(self, role: str, shuffle: bool, drop_last: bool = False) -> DataLoader:
         # No sampler here: under DDP Lightning swaps in a DistributedSampler itself.
         return DataLoader(
             self.dataset(role),
             batch_size=self.batch_size,
             shuffle=shuffle,
-            drop_last=False,
+            drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=True, drop_last=self.drop_last)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

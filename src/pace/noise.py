@@ -36,11 +36,18 @@ class MultiplicativeNoise(nn.Module):
         return self.training and self.sigma > 0
 
     def sample(self, like: torch.Tensor) -> torch.Tensor:
+        """Noise for branch output ``like``, in ``like``'s dtype unless ``noise_dtype`` is set.
+
+        ``noise_dtype`` (set by ``src.pace.build_regulariser`` from ``recipe.noise_dtype``):
+        ``torch.float32`` reproduces the official code, whose float32 noise promotes a bf16/fp16
+        branch to float32; unset, the noise takes the branch's dtype (docs/recipe.md).
+        """
         if self.shape == "channel" and like.dim() > 2:
             size = (like.shape[0],) + (1,) * (like.dim() - 2) + (like.shape[-1],)
         else:
             size = like.shape
-        return torch.randn(size, device=like.device, dtype=like.dtype).mul_(self.sigma).add_(1.0)
+        dtype = getattr(self, "noise_dtype", None) or like.dtype
+        return torch.randn(size, device=like.device, dtype=dtype).mul_(self.sigma).add_(1.0)
 
     def forward(self, branch: torch.Tensor) -> torch.Tensor:
         if not self.is_active():
