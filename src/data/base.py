@@ -117,6 +117,17 @@ class BenchmarkDataModule(L.LightningDataModule):
         """Folder names the task may have on disk (several when tools disagree)."""
         return (self.task,)
 
+    @staticmethod
+    def image_base(folder: Path, first_relative: str, candidates: tuple[str, ...]) -> Path:
+        """The folder a split's relative paths start from: the first candidate under ``folder``
+        holding the split's first image (tools differ, e.g. NOAH's Stanford Cars lists omit
+        ``images/``); the first candidate when none does, so the error names the expected path.
+        """
+        for candidate in candidates:
+            if (folder / candidate / first_relative).is_file():
+                return folder / candidate
+        return folder / candidates[0]
+
     @property
     def class_subsets(self) -> dict[str, list[int]]:
         """Test-set name -> the classes it covers, for sets that cover only some of them."""
