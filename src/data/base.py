@@ -117,6 +117,10 @@ class BenchmarkDataModule(L.LightningDataModule):
         """Folder names the task may have on disk (several when tools disagree)."""
         return (self.task,)
 
+    def folders_used(self) -> tuple[str, ...]:
+        """Every folder under ``container`` this task reads (src.data.check lists the rest)."""
+        return self.task_folder_names()
+
     @staticmethod
     def image_base(folder: Path, first_relative: str, candidates: tuple[str, ...]) -> Path:
         """The folder a split's relative paths start from: the first candidate under ``folder``

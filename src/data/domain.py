@@ -60,6 +60,9 @@ class DomainDataModule(BenchmarkDataModule):
         self._subsets: dict[str, list[int]] | None = None
         super().__init__(*args, crop=crop, **kwargs)
 
+    def folders_used(self) -> tuple[str, ...]:
+        return (self.task, *(folder for folder in TEST_SETS.values() if folder))
+
     def splits(self) -> dict[str, str]:
         train = f"{self.task}/train_meta.list.num_shot_{self.shots}.seed_{self.split_seed}"
         return {"train": train, "val": f"{self.task}/val_meta.list"}
