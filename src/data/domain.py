@@ -17,16 +17,9 @@ from __future__ import annotations
 from src.data.base import BenchmarkDataModule
 from src.data.images import Sample
 from src.data.lists import read_list_file
+from src.data.tables import DOMAIN_TEST_SETS as TEST_SETS
 from src.errors import UserError
 
-# Test-set name -> its folder; the source domain's folder is the task folder (imagenet).
-TEST_SETS: dict[str, str] = {
-    "imagenet": "",
-    "v2": "imagenetv2",
-    "sketch": "imagenet-sketch",
-    "a": "imagenet-a",
-    "r": "imagenet-r",
-}
 SUBSET_SIZES = {"a": 200, "r": 200}  # sets covering only some classes: scored on those only
 
 LAYOUT = (

@@ -14,17 +14,9 @@ from __future__ import annotations
 from src.data.base import BenchmarkDataModule
 from src.data.images import Sample
 from src.data.lists import read_list_file
+from src.data.tables import FEWSHOT_TASKS, SHOTS, SPLIT_SEEDS
 from src.errors import UserError
 
-FEWSHOT_TASKS: dict[str, int] = {
-    "fgvc-aircraft": 100,
-    "food101": 101,
-    "oxford-flowers102": 102,
-    "oxford-pets": 37,
-    "stanford-cars": 196,
-}
-SHOTS = (1, 2, 4, 8, 16)
-SPLIT_SEEDS = (0, 1, 2)
 # Names NOAH's download uses for two of the folders.
 _FOLDER_ALIASES = {"food101": ("food-101",), "stanford-cars": ("stanford_cars",)}
 

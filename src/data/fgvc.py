@@ -14,15 +14,9 @@ from __future__ import annotations
 from src.data.base import BenchmarkDataModule
 from src.data.images import Sample
 from src.data.lists import read_json_split
+from src.data.tables import FGVC_TASKS
 from src.errors import UserError
 
-FGVC_TASKS: dict[str, int] = {
-    "cub": 200,
-    "nabirds": 555,
-    "oxford_flowers": 102,
-    "stanford_dogs": 120,
-    "stanford_cars": 196,
-}
 # The folder names of VPT's data preparation, accepted beside the task names.
 _FOLDER_ALIASES = {
     "cub": ("CUB_200_2011",),

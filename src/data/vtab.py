@@ -11,51 +11,9 @@ from __future__ import annotations
 from src.data.base import BenchmarkDataModule
 from src.data.images import Sample
 from src.data.lists import read_list_file
+from src.data.tables import VTAB_GROUPS, VTAB_TASKS
 
-VTAB_GROUPS: dict[str, list[str]] = {
-    "Natural": [
-        "cifar",
-        "caltech101",
-        "dtd",
-        "oxford_flowers102",
-        "oxford_iiit_pet",
-        "svhn",
-        "sun397",
-    ],
-    "Specialized": ["patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy"],
-    "Structured": [
-        "clevr_count",
-        "clevr_dist",
-        "dmlab",
-        "kitti",
-        "dsprites_loc",
-        "dsprites_ori",
-        "smallnorb_azi",
-        "smallnorb_ele",
-    ],
-}
-
-VTAB_TASKS: dict[str, int] = {
-    "cifar": 100,
-    "caltech101": 102,
-    "dtd": 47,
-    "oxford_flowers102": 102,
-    "oxford_iiit_pet": 37,
-    "svhn": 10,
-    "sun397": 397,
-    "patch_camelyon": 2,
-    "eurosat": 10,
-    "resisc45": 45,
-    "diabetic_retinopathy": 5,
-    "clevr_count": 8,
-    "clevr_dist": 6,
-    "dmlab": 6,
-    "kitti": 4,
-    "dsprites_loc": 16,
-    "dsprites_ori": 16,
-    "smallnorb_azi": 18,
-    "smallnorb_ele": 9,
-}
+__all__ = ["VTAB_GROUPS", "VTAB_TASKS", "VTABDataModule"]
 
 # Which list file plays which role. "tune" selects hyper-parameters on val200; "final" is the
 # reported number: train on all 1000 labelled images, evaluate on the official test split.
