@@ -204,7 +204,7 @@ def row_key(run: Run) -> tuple:
     )
 
 
-def _labels(keys: list[tuple]) -> dict[tuple, str]:
+def labels_for(keys: list[tuple]) -> dict[tuple, str]:
     """Name each row by the settings that differ between rows (PACE's always shown)."""
     always = ("pace.mode", "pace.sigma", "pace.lam")
     differing = {k for key in keys for k, _ in key} - set(always)
@@ -297,7 +297,7 @@ def vtab_table(runs: list[Run], protocol: str) -> Table:
     means = [*groups, "mean of group means", "mean of 19 tasks"]
     columns = tasks + means
     cells = _cells(runs, lambda run: {run.task: run.scores()["acc"]} if run.scores() else {})
-    labels = _labels(list(cells))
+    labels = labels_for(list(cells))
     rows, records = [], []
 
     def add(label: str, per_task: dict[str, float | None], texts: list[str]) -> None:
@@ -320,7 +320,7 @@ def vtab_table(runs: list[Run], protocol: str) -> Table:
 def fgvc_table(runs: list[Run], protocol: str) -> Table:
     tasks = list(FGVC_TASKS)
     cells = _cells(runs, lambda run: {run.task: run.scores()["acc"]} if run.scores() else {})
-    labels = _labels(list(cells))
+    labels = labels_for(list(cells))
     rows, records = [], []
     for key, by_task in cells.items():
         mean = _mean([by_task[t].mean for t in tasks])
@@ -342,7 +342,7 @@ def fewshot_table(runs: list[Run], protocol: str) -> Table:
         return {f"{run.task}|{shots}-shot": run.scores()["acc"]} if run.scores() else {}
 
     cells = _cells(runs, column_of)
-    labels = _labels(list(cells))
+    labels = labels_for(list(cells))
     rows, records = [], []
     for key, by_column in cells.items():
         for task in present:
@@ -367,7 +367,7 @@ def fewshot_table(runs: list[Run], protocol: str) -> Table:
 def domain_table(runs: list[Run], protocol: str) -> Table:
     sets = list(DOMAIN_TEST_SETS)
     cells = _cells(runs, lambda run: run.scores())
-    labels = _labels(list(cells))
+    labels = labels_for(list(cells))
     rows, records = [], []
     for key, by_set in cells.items():
         mean = _mean([by_set[s].mean for s in sets])
@@ -386,7 +386,7 @@ def other_table(runs: list[Run], protocol: str) -> Table:
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         groups[tuple(sorted(run.config.items()))].append(run)
-    labels = _labels([tuple((k, v) for k, v in key if k not in COLUMN_KEYS) for key in groups])
+    labels = labels_for([tuple((k, v) for k, v in key if k not in COLUMN_KEYS) for key in groups])
     columns = ["task", "accuracy %", "seeds", "s / epoch", "peak RSS MB", "trainable params"]
     rows, records = [], []
     for key, members in groups.items():
