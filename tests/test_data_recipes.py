@@ -123,7 +123,6 @@ def test_recipe_reaches_the_model_and_the_optimiser(compose_cfg, tmp_path):
         "debug=tiny",
         "+trainer.fast_dev_run=true",
         "logger=none",
-        "callbacks.lr_monitor=null",
         f"data.root={tmp_path}",
         "+backbone.kwargs.depth=2",
         "callbacks.progress_bar=null",
