@@ -18,10 +18,10 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import src.config  # noqa: F401  (registers the ${cwd:} resolver before Hydra composes)
-from src.adapters import count_parameters
+from src.adapters import count_parameters  # also registers the conf/adapter schemas
 from src.cli import (
     finish_wandb,
     instantiate_group,
@@ -43,12 +43,10 @@ def build_finetuner(cfg: DictConfig, num_classes: int) -> FineTuner:
     model = build_model(
         num_classes,
         backbone_name=cfg.backbone.name,
-        adapter_name=cfg.adapter.name,
-        rank=cfg.adapter.rank,
+        adapter=cfg.adapter,
         weights=cfg.backbone.weights,
         img_size=cfg.backbone.img_size,
         drop_path=cfg.backbone.drop_path,
-        targets=cfg.adapter.get("targets"),
         timm_kwargs=cfg.backbone.get("kwargs"),
     )
     # The pace/optim/diagnostics groups hold exactly the keyword arguments of these factories.
@@ -116,7 +114,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "sigma": cfg.pace.sigma,
         "lam": cfg.pace.lam,
         "adapter": cfg.adapter.name,
-        "rank": cfg.adapter.rank,
+        "adapter_config": OmegaConf.to_container(cfg.adapter, resolve=True),
         "lr": cfg.optim.lr,
         "backbone": cfg.backbone.name,
         "seed": cfg.seed,
