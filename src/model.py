@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from src.adapters import AdapterConfig, inject
+from src.adapters import AdapterConfig, branch_modules, inject, restore_selection
 from src.backbones import build_backbone
 from src.errors import UserError
 
@@ -44,9 +44,13 @@ def build_model(
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {
-        n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad
-    }
+    """Trainable tensors plus the branch modules' own buffers (e.g. GRFT's selected rows)."""
+    state = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    for name, module in branch_modules(model):
+        for buffer_name, buffer in module.named_buffers(recurse=False):
+            if buffer_name not in module._non_persistent_buffers_set:
+                state[f"{name}.{buffer_name}"] = buffer
+    return {n: t.detach().cpu().contiguous() for n, t in state.items()}
 
 
 def save_trainable(model: nn.Module, path: str | Path) -> Path:
@@ -67,6 +71,7 @@ def load_trainable(model: nn.Module, path: str | Path) -> None:
             f"adapter weights not found: {path} (a training run writes adapter.safetensors)"
         )
     state = load_file(str(path))
+    restore_selection(model, state)  # data-chosen structure (GPS, GRFT) before shapes are checked
     expected = trainable_state_dict(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -21,7 +21,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 import src.config  # noqa: F401  (registers the ${cwd:} resolver before Hydra composes)
-from src.adapters import count_parameters  # also registers the conf/adapter schemas
+
+# Importing src.adapters also registers the conf/adapter schemas with Hydra.
+from src.adapters import calibrate_adapters, count_parameters
 from src.cli import (
     finish_wandb,
     instantiate_group,
@@ -98,6 +100,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     started = time.perf_counter()
     if cfg.train:
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+        calibrate_adapters(finetuner.model, datamodule, ckpt_path)  # GPS/GRFT: one data pass
         trainer.fit(finetuner, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(to_float_dict(trainer.callback_metrics))
         if trainer.is_global_zero:

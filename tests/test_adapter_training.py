@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from src.adapters import ADAPTERS, branch_modules, iter_blocks
@@ -124,3 +125,48 @@ def test_glob_multirun_trains_every_method(tmp_path, data_root):
         json.loads(p.read_text())["adapter"] for p in (tmp_path / "sweep").glob("*/results.json")
     }
     assert done == set(ADAPTERS)
+
+
+@pytest.mark.slow
+def test_grft_resume_restores_the_selection_without_a_second_pass(
+    compose_cfg, data_root, tmp_path, capfd
+):
+    from omegaconf import open_dict
+    from safetensors.torch import load_file
+
+    from tests.test_train import CrashMidEpoch, SimulatedCrash
+
+    overrides = (
+        "debug=tiny",
+        "adapter=grft",
+        "adapter.budget=0.01",
+        f"data.root={data_root}",
+        "data.task=toy",
+        "data.num_classes=3",
+        "data.batch_size=8",
+        "trainer.max_epochs=3",
+        "callbacks.progress_bar=null",
+        "test=false",
+        "pace=pace",
+    )
+
+    def run(folder, *extra, crash=False):
+        cfg = compose_cfg(*overrides, *extra)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / folder)
+            if crash:
+                cfg.callbacks.crash = {"_target_": "tests.test_train.CrashMidEpoch", "epoch": 1}
+        return train(cfg)
+
+    run("straight")
+    with pytest.raises(SimulatedCrash):
+        run("resumed", crash=True)
+    assert CrashMidEpoch  # the callback the crash config names
+    capfd.readouterr()
+    run("resumed", "ckpt_path=last")
+    assert "GRFT scoring" not in capfd.readouterr().err  # restored from last.ckpt, not re-scored
+    a = load_file(str(tmp_path / "straight" / "adapter.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter.safetensors"))
+    assert a.keys() == b.keys() and any(k.endswith(".rows") for k in a)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)

@@ -7,7 +7,7 @@ One file per family: ``glora`` (GLoRA and the paper's GLoRA paths), ``lora``, ``
 ``full`` (full fine-tuning, linear probing), ``sparse`` (GPS, GRFT).
 """
 
-from src.adapters import bottleneck, full, glora, lora, scale_shift, vera, vpt  # noqa: F401
+from src.adapters import bottleneck, full, glora, lora, scale_shift, sparse, vera, vpt  # noqa: F401
 from src.adapters.base import (
     ADAPTERS,
     BLOCK_LINEARS,
@@ -23,6 +23,7 @@ from src.adapters.base import (
     register_adapter,
     set_branches_enabled,
 )
+from src.adapters.calibration import calibrate, calibrate_adapters, restore_selection
 from src.adapters.sites import iter_blocks
 
 __all__ = [
@@ -33,11 +34,14 @@ __all__ = [
     "BranchModule",
     "adapted_layers",
     "branch_modules",
+    "calibrate",
+    "calibrate_adapters",
     "count_parameters",
     "declared_trainable",
     "inject",
     "iter_blocks",
     "make_config",
     "register_adapter",
+    "restore_selection",
     "set_branches_enabled",
 ]
