@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from src.adapters import inject
+from src.adapters import AdapterConfig, branch_modules, inject, restore_selection
 from src.backbones import build_backbone
 from src.errors import UserError
 
@@ -19,15 +20,19 @@ log = logging.getLogger(__name__)
 def build_model(
     num_classes: int,
     backbone_name: str,
-    adapter_name: str,
-    rank: int = 10,
+    adapter: str | Mapping | AdapterConfig,
     weights: str | None = None,
     img_size: int | None = None,
     drop_path: float = 0.0,
-    targets: tuple[str, ...] | None = None,
-    timm_kwargs: dict | None = None,
+    timm_kwargs: Mapping | None = None,
     head_init: str = "trunc_normal",
+    **adapter_fields,
 ) -> nn.Module:
+    """The backbone with method ``adapter`` installed.
+
+    ``adapter`` is a method name, its config dataclass or a mapping such as the ``adapter`` config
+    group; ``adapter_fields`` override single fields (``build_model(..., "lora", rank=4)``).
+    """
     model = build_backbone(
         backbone_name,
         num_classes,
@@ -37,14 +42,17 @@ def build_model(
         head_init=head_init,
         **(timm_kwargs or {}),
     )
-    extra = {"targets": tuple(targets)} if targets else {}
-    return inject(model, adapter_name, rank=rank, **extra)
+    return inject(model, adapter, **adapter_fields)
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {
-        n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad
-    }
+    """Trainable tensors plus the branch modules' own buffers (e.g. GRFT's selected rows)."""
+    state = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    for name, module in branch_modules(model):
+        for buffer_name, buffer in module.named_buffers(recurse=False):
+            if buffer_name not in module._non_persistent_buffers_set:
+                state[f"{name}.{buffer_name}"] = buffer
+    return {n: t.detach().cpu().contiguous() for n, t in state.items()}
 
 
 def save_trainable(model: nn.Module, path: str | Path) -> Path:
@@ -65,6 +73,7 @@ def load_trainable(model: nn.Module, path: str | Path) -> None:
             f"adapter weights not found: {path} (a training run writes adapter.safetensors)"
         )
     state = load_file(str(path))
+    restore_selection(model, state)  # data-chosen structure (GPS, GRFT) before shapes are checked
     expected = trainable_state_dict(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -77,7 +86,7 @@ def load_trainable(model: nn.Module, path: str | Path) -> None:
         )
         raise UserError(
             f"{path} does not match the model built from this config ({detail}); "
-            "evaluate with the run's own config (backbone, adapter, rank, task)"
+            "evaluate with the run's own config (backbone, adapter settings, task)"
         )
     model.load_state_dict(state, strict=False)
     log.info("loaded %d trainable tensors from %s", len(state), path)

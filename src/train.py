@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+import src.adapters  # noqa: F401  (registers the conf/adapter schemas with Hydra; imports torch)
 import src.config  # noqa: F401  (registers the resolvers the configs use)
 from src.cli import (
     RunInterrupted,
@@ -51,12 +52,10 @@ def build_finetuner(cfg: DictConfig, num_classes: int) -> FineTuner:
     model = build_model(
         num_classes,
         backbone_name=cfg.backbone.name,
-        adapter_name=cfg.adapter.name,
-        rank=cfg.adapter.rank,
+        adapter=cfg.adapter,
         weights=cfg.backbone.weights,
         img_size=cfg.backbone.img_size,
         drop_path=cfg.backbone.drop_path,
-        targets=cfg.adapter.get("targets"),
         timm_kwargs=cfg.backbone.get("kwargs"),
         # Run folders written before the recipe group existed have no recipe section.
         head_init=OmegaConf.select(cfg, "recipe.head_init", default="trunc_normal"),
@@ -86,7 +85,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test one configuration; returns the final metrics (also in results.json)."""
     import lightning as L
 
-    from src.adapters import count_parameters
+    from src.adapters import calibrate_adapters, count_parameters
 
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -113,6 +112,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     started = time.perf_counter()
     if cfg.train:
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+        calibrate_adapters(finetuner.model, datamodule, ckpt_path)  # GPS/GRFT: one data pass
         fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir)
         metrics.update(to_float_dict(trainer.callback_metrics))
         if trainer.is_global_zero:
@@ -131,7 +131,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "sigma": cfg.pace.sigma,
         "lam": cfg.pace.lam,
         "adapter": cfg.adapter.name,
-        "rank": cfg.adapter.rank,
+        "adapter_config": OmegaConf.to_container(cfg.adapter, resolve=True),
         "lr": cfg.optim.lr,
         "backbone": cfg.backbone.name,
         "seed": cfg.seed,

@@ -6,6 +6,7 @@ import difflib
 import logging
 
 import timm
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from src.backbones.weights import SUPPORTED_EXTS, check_weights_path, load_weights
@@ -40,7 +41,12 @@ def build_backbone(
     # Validate a local file before building: building ViT-B takes a while, a typo should not.
     path = check_weights_path(weights) if weights is not None and weights != HUB else None
 
-    kwargs = dict(timm_kwargs, num_classes=num_classes, drop_path_rate=drop_path)
+    # timm needs plain containers: a ListConfig for Swin's `depths` breaks torch.split inside it.
+    plain = {
+        k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig | ListConfig) else v
+        for k, v in timm_kwargs.items()
+    }
+    kwargs = dict(plain, num_classes=num_classes, drop_path_rate=drop_path)
     if img_size is not None:
         kwargs["img_size"] = img_size
     model = _create(name, pretrained=weights == HUB, **kwargs)
