@@ -19,11 +19,7 @@ comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 RUN_ARGS ?=
 
-<<<<<<< HEAD
-.PHONY: help install test test-fast lint train demo demo-data backbone clean
-=======
-.PHONY: help install test lint train demo demo-data backbone check-data clean
->>>>>>> data
+.PHONY: help install test test-fast lint train demo demo-data backbone check-data clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'

@@ -66,6 +66,7 @@ def save_trainable(model: nn.Module, path: str | Path) -> Path:
     # the same backbone before reporting a number.
     metadata = {"frozen_fingerprint": frozen_fingerprint(model)}
     save_file(trainable_state_dict(model), str(tmp), metadata=metadata)
+    tmp.chmod(0o644)  # readable by the group, like every other file of the run folder
     tmp.replace(path)
     return path
 
