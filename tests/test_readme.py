@@ -9,6 +9,7 @@ fails the test: a new README command needs a way to be checked.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -120,6 +121,15 @@ def job_folders(sweep: Path) -> list[Path]:
     return sorted(p.parent for p in sweep.glob("*/results.json"))
 
 
+def sweep_size(override: str) -> int:
+    """Jobs a sweep override expands to: `a,b,c` → 3; `task=glob(vtab_*)` → matching options."""
+    key, value = override.split("=", 1)
+    glob = re.fullmatch(r"glob\((.*)\)", value)
+    if glob:
+        return len(list((ROOT / "conf" / key).glob(f"{glob.group(1)}.yaml")))
+    return len(value.split(","))
+
+
 def check_python_command(command: str, sandbox: Path) -> None:
     words = shlex.split(command)
     assert Path(words[0]).name in ("python", "python3"), command
@@ -135,10 +145,7 @@ def check_python_command(command: str, sandbox: Path) -> None:
         made = [p for p in logs.rglob("results.json") if p.stat().st_mtime >= started]
         if {"-m", "--multirun"} & set(words[3:]):
             sweep = newest(logs / "train" / "multiruns")
-            expected = 1
-            for override in words[3:]:
-                if "=" in override and "," in override.split("=", 1)[1]:
-                    expected *= len(override.split("=", 1)[1].split(","))
+            expected = math.prod(sweep_size(w) for w in words[3:] if "=" in w)
             assert len(job_folders(sweep)) == expected, proc.stderr[-2000:]
         else:
             assert len(made) == 1, proc.stderr[-2000:]
