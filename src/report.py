@@ -1,10 +1,23 @@
-"""Summarise finished runs: one row per configuration, mean ± std over seeds.
+"""The paper's tables from finished runs, with the published rows beside them.
 
-    python -m src.report logs/demo/final                 # a table on stdout
-    python -m src.report logs/demo/final --markdown out.md --csv out.csv
+    python -m src.report logs/train/multiruns/<time> [more folders…]
+    python -m src.report logs/vtab --markdown vtab.md --csv vtab.csv
 
-Reads every ``results.json`` below the given folders (written by ``src.train``), so it works on a
-single run, a multirun sweep, or several sweeps at once.
+Reads every ``results.json`` (and the run's resolved ``config.yaml``) below the given folders.
+Runs are grouped by their whole resolved config except the seed, the few-shot split seed and
+paths, so runs differing in anything else (backbone, epochs, batch or image size, rank …) are
+never averaged as if they were seeds. Per benchmark:
+
+- VTAB-1k: the 19 tasks, the three group means, the mean of the group means (the PACE, GLoRA
+  and NOAH papers' "Mean Acc.") and the mean of the 19 tasks (V-PETL Bench's) — both labelled;
+- FGVC: five datasets and their mean; few-shot: dataset x shots (over split seeds) and the mean
+  of the five datasets; domain shift: each test set and their mean;
+- anything else (e.g. the demo task): one row per configuration.
+
+Cells are mean ± std over seeds. A missing task is printed as missing, and a mean over it is
+not computed. Protocol guard: a number is final only from ``data.protocol=final`` at the last
+epoch; ``tune`` runs get their own tables, titled as such; runs that stopped early are skipped
+and listed. Nothing here picks a best value, least of all by test accuracy.
 """
 
 from __future__ import annotations
@@ -14,103 +27,438 @@ import csv
 import json
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from src.cli import report_user_errors
+from src.data.tables import (
+    DATAMODULES,
+    DOMAIN_TEST_SETS,
+    FEWSHOT_TASKS,
+    FGVC_TASKS,
+    SHOTS,
+    VTAB_GROUPS,
+    VTAB_TASKS,
+)
 from src.errors import UserError
 
-# Runs that differ only in their seed are one configuration.
-CONFIG_KEYS = ("task", "protocol", "pace", "sigma", "lam", "adapter", "rank", "lr")
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+# Keys that do not change what a run computes (or are averaged over, like seeds).
+# An entry matches the key itself and everything below it; entries ending in "_" are prefixes.
+NOT_CONFIG = (
+    "seed",
+    "data.split_seed",
+    "paths",
+    "data.root",
+    "data.cache_dir",
+    "data.cache_limit_gb",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.decode_threads",
+    "logger",
+    "callbacks",
+    "hydra",
+    "ckpt_path",
+    "tags",
+    "task_name",
+    "train",
+    "test",
+    "optimized_metric",
+    "diagnostics",
+    "trainer.default_root_dir",
+    "trainer.log_every_n_steps",
+    "trainer.enable_",
+    "backbone.img_size",  # = data.img_size
+)
+# What a VTAB column / a few-shot column is, rather than part of a row's configuration.
+COLUMN_KEYS = ("data.task", "data.num_classes", "data.shots")
+
+# The published numbers (Ni et al., PACE, NeurIPS 2024).
+PAPER_VTAB = {
+    "baseline": [74.9, 93.3, 72.0, 99.4, 91.0, 91.5, 54.8, 83.2, 95.7, 86.9, 74.2,
+                 83.0, 70.5, 51.9, 81.4, 77.9, 51.7, 33.6, 44.4],
+    "+PACE": [79.0, 94.2, 73.6, 99.4, 92.4, 93.7, 58.0, 87.4, 96.4, 89.3, 77.1,
+              84.9, 70.9, 54.9, 84.3, 84.7, 57.3, 39.3, 44.8],
+}  # fmt: skip
+PAPER_FGVC_MEAN = {"baseline": 90.8, "+PACE": 91.5}
+PAPER_FEWSHOT_MEAN = {  # 1, 2, 4, 8, 16 shots
+    "baseline": [43.0, 53.5, 62.6, 73.2, 81.2],
+    "+PACE": [46.2, 55.3, 63.9, 73.9, 81.9],
+}
+PAPER_DOMAIN = {"baseline": {"mean": 44.8}, "+PACE": {
+    "imagenet": 79.0, "v2": 69.4, "sketch": 31.8, "a": 16.3, "r": 35.2, "mean": 46.3}}  # fmt: skip
 
 
-def load_results(folders: list[Path]) -> list[dict]:
+def _ignored(key: str) -> bool:
+    return any(
+        key == p or key.startswith(p + ".") or (p.endswith("_") and key.startswith(p))
+        for p in NOT_CONFIG
+    )
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= flatten(value, name + ".")
+        else:
+            flat[name] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+@dataclass
+class Run:
+    folder: Path
+    results: dict
+    config: dict  # flat resolved config, minus what is not configuration
+
+    @property
+    def benchmark(self) -> str:
+        target = str(self.config.get("data._target_", "")).rsplit(".", 1)[-1]
+        name = {v: k for k, v in DATAMODULES.items()}.get(target, "other")
+        return "other" if name == "vtab" and self.task not in VTAB_TASKS else name
+
+    @property
+    def task(self) -> str:
+        return str(self.config.get("data.task", self.results.get("task")))
+
+    @property
+    def protocol(self) -> str:
+        return str(self.config.get("data.protocol", self.results.get("protocol", "final")))
+
+    @property
+    def complete(self) -> bool:
+        wanted = self.config.get("trainer.max_epochs")
+        return wanted is None or self.results.get("epochs", 0) >= wanted
+
+    def scores(self) -> dict[str, float]:
+        """Accuracy in % per test set ("acc" for one): test under final, validation under tune."""
+        metrics = self.results.get("metrics", {})
+        if self.protocol == "tune":
+            return {"acc": 100 * metrics["val/acc"]} if "val/acc" in metrics else {}
+        if "test/acc" in metrics:
+            return {"acc": 100 * metrics["test/acc"]}
+        prefix = "test/acc/"
+        return {k[len(prefix) :]: 100 * v for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def _config_of(folder: Path, results: dict) -> dict:
+    path = folder / "config.yaml"
+    if path.is_file():
+        flat = flatten(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
+    else:  # a results.json written before config.yaml existed: its own fields
+        names = {"task": "data.task", "protocol": "data.protocol", "pace": "pace.mode",
+                 "sigma": "pace.sigma", "lam": "pace.lam", "adapter": "adapter.name",
+                 "rank": "adapter.rank", "lr": "optim.lr", "backbone": "backbone.name"}  # fmt: skip
+        flat = {key: results[field] for field, key in names.items() if field in results}
+    if flat.get("pace.mode") == "none":  # σ, λ do nothing without PACE
+        unused = ("sigma", "lam", "pace.sigma", "pace.lam")
+        flat = {k: v for k, v in flat.items() if k not in unused}
+    return {k: v for k, v in flat.items() if not _ignored(k)}
+
+
+def load_runs(folders: list[Path]) -> list[Run]:
     runs = []
     for folder in folders:
         if not folder.exists():
             raise UserError(f"no such folder: {folder}")
         for path in sorted(folder.rglob("results.json")):
-            run = json.loads(path.read_text())
-            run["run_dir"] = str(path.parent)
-            runs.append(run)
+            try:
+                results = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                raise UserError(f"{path} is not valid JSON; delete it or re-run that job") from None
+            runs.append(Run(path.parent, results, _config_of(path.parent, results)))
     if not runs:
         raise UserError(f"no results.json under {', '.join(map(str, folders))}; train first")
     return runs
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+# ------------------------------------------------------------------------------ recipes
+def _recipe(benchmark: str, task: str) -> dict:
+    """What conf/task/<benchmark>_<task>.yaml sets, as flat config keys."""
+    path = CONF / "task" / f"{benchmark}_{task}.yaml"
+    if not path.is_file():
+        return {}
+    tree = OmegaConf.to_container(OmegaConf.load(path))
+    flat = {}
+    for entry in tree.pop("defaults", []):
+        for key, value in entry.items():
+            if key.startswith("override /") and key != "override /data":
+                flat[f"{key.removeprefix('override /')}.name"] = value
+    return flat | flatten(tree)
 
 
-def summarise(runs: list[dict]) -> list[dict]:
-    """Group runs by configuration (all but the seed) and aggregate their numbers."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for run in runs:
-        groups[tuple(run.get(k) for k in CONFIG_KEYS)].append(run)
-    rows = []
-    for key, members in groups.items():
-        metric = "test/acc" if all("test/acc" in r["metrics"] for r in members) else "val/acc"
-        acc = [100 * r["metrics"][metric] for r in members if metric in r["metrics"]]
-        epoch_s = [r["fit_seconds"] / max(1, r["epochs"]) for r in members]
-        acc_mean, acc_std = _mean_std(acc)
-        rows.append(
-            {
-                **dict(zip(CONFIG_KEYS, key, strict=True)),
-                "seeds": len(members),
-                "metric": metric,
-                "acc_mean": acc_mean,
-                "acc_std": acc_std,
-                "epoch_seconds": statistics.fmean(epoch_s),
-                "peak_rss_mb": max(r.get("peak_rss_mb", 0.0) for r in members),
-                "trainable_params": members[0].get("params", {}).get("trainable"),
-            }
+def row_key(run: Run) -> tuple:
+    """The run's configuration without what a column stands for: the task, and the values the
+    task's paper recipe set (a deviation from the recipe stays part of the row)."""
+    recipe = _recipe(run.benchmark, run.task)
+    return tuple(
+        sorted(
+            (k, v)
+            for k, v in run.config.items()
+            if k not in COLUMN_KEYS and not (k in recipe and recipe[k] == v)
         )
-    order = {"none": 0, "pace": 1, "lazy": 2, "fast": 3}
-    return sorted(rows, key=lambda r: (order.get(r["pace"], 9), r["sigma"], r["lam"], r["lr"] or 0))
-
-
-def to_markdown(rows: list[dict]) -> str:
-    header = (
-        "| method | σ | λ | lr | protocol | metric | accuracy % (mean ± std) | seeds "
-        "| s / epoch | peak RSS MB | trainable params |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
-    lines = []
-    for r in rows:
-        method = "baseline" if r["pace"] == "none" else f"PACE-{r['pace']}".replace("-pace", "")
-        sigma, lam = ("–", "–") if r["pace"] == "none" else (r["sigma"], r["lam"])
-        params = f"{r['trainable_params']:,}" if r["trainable_params"] else "?"
-        lines.append(
-            f"| {method} | {sigma} | {lam} | {r['lr']} | {r['protocol']} | {r['metric']} "
-            f"| {r['acc_mean']:.2f} ± {r['acc_std']:.2f} | {r['seeds']} "
-            f"| {r['epoch_seconds']:.0f} | {r['peak_rss_mb']:.0f} | {params} |"
+
+
+def labels_for(keys: list[tuple]) -> dict[tuple, str]:
+    """Name each row by the settings that differ between rows (PACE's always shown)."""
+    always = ("pace.mode", "pace.sigma", "pace.lam")
+    differing = {k for key in keys for k, _ in key} - set(always)
+    differing = {k for k in differing if len({dict(key).get(k) for key in keys}) > 1}
+    labels = {}
+    for key in keys:
+        values = dict(key)
+        mode = values.get("pace.mode", "?")
+        parts = ["baseline" if mode == "none" else {"pace": "PACE"}.get(mode, f"PACE-{mode}")]
+        if mode != "none":
+            parts.append(f"σ={values.get('pace.sigma')} λ={values.get('pace.lam')}")
+        parts += [f"{k}={values.get(k, 'recipe')}" for k in sorted(differing)]
+        labels[key] = " ".join(parts)
+    return labels
+
+
+# -------------------------------------------------------------------------------- cells
+@dataclass
+class Cell:
+    values: list[float]
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    def text(self) -> str:
+        if not self.values:
+            return "missing"
+        return f"{self.mean:.2f} ± {self.std:.2f}" if len(self.values) > 1 else f"{self.mean:.2f}"
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """A mean only over complete inputs: one missing value makes the mean missing."""
+    return None if not values or any(v is None for v in values) else statistics.fmean(values)
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[tuple[str, list[str]]]
+    records: list[dict]  # long form for the CSV
+
+    def markdown(self) -> str:
+        header = "| configuration | " + " | ".join(self.columns) + " |"
+        rule = "|---" * (len(self.columns) + 1) + "|"
+        body = ["| " + label + " | " + " | ".join(cells) + " |" for label, cells in self.rows]
+        return f"### {self.title}\n\n" + "\n".join([header, rule, *body]) + "\n"
+
+
+def _title(name: str, protocol: str, what: str) -> str:
+    if protocol == "tune":
+        return (
+            f"{name} — TUNE protocol: {what} on the validation split, for choosing "
+            f"hyper-parameters; not a reportable result"
         )
-    return header + "\n".join(lines) + "\n"
+    return f"{name} — final protocol: test accuracy (%) at the last epoch, mean ± std over seeds"
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
+def _cells(runs: list[Run], column_of) -> dict[tuple, dict[str, Cell]]:
+    """row key -> column -> Cell of every run's score for that column."""
+    table: dict[tuple, dict[str, Cell]] = defaultdict(lambda: defaultdict(lambda: Cell([])))
+    for run in runs:
+        for column, value in column_of(run).items():
+            table[row_key(run)][column].values.append(value)
+    return table
+
+
+def _records(benchmark, protocol, label, column, cell_or_value) -> dict:
+    if isinstance(cell_or_value, Cell):
+        c = cell_or_value
+        return {"benchmark": benchmark, "protocol": protocol, "configuration": label,
+                "column": column, "mean": c.mean, "std": c.std if c.values else None,
+                "n": len(c.values)}  # fmt: skip
+    return {"benchmark": benchmark, "protocol": protocol, "configuration": label,
+            "column": column, "mean": cell_or_value, "std": None, "n": None}  # fmt: skip
+
+
+def vtab_table(runs: list[Run], protocol: str) -> Table:
+    tasks = list(VTAB_TASKS)
+    groups = list(VTAB_GROUPS)
+    means = [*groups, "mean of group means", "mean of 19 tasks"]
+    columns = tasks + means
+    cells = _cells(runs, lambda run: {run.task: run.scores()["acc"]} if run.scores() else {})
+    labels = labels_for(list(cells))
+    rows, records = [], []
+
+    def add(label: str, per_task: dict[str, float | None], texts: list[str]) -> None:
+        group_means = [_mean([per_task[t] for t in VTAB_GROUPS[g]]) for g in groups]
+        derived = group_means + [_mean(group_means), _mean([per_task[t] for t in tasks])]
+        rows.append((label, texts + [_num(v) for v in derived]))
+        records.extend(
+            _records("vtab", protocol, label, c, v) for c, v in zip(means, derived, strict=True)
+        )
+
+    for key, by_task in cells.items():
+        label = labels[key]
+        add(label, {t: by_task[t].mean for t in tasks}, [by_task[t].text() for t in tasks])
+        records.extend(_records("vtab", protocol, label, t, by_task[t]) for t in tasks)
+    for name, values in PAPER_VTAB.items():
+        add(f"paper: {name}", dict(zip(tasks, values, strict=True)), [f"{v:.1f}" for v in values])
+    return Table(_title("VTAB-1k", protocol, "accuracy"), columns, rows, records)
+
+
+def fgvc_table(runs: list[Run], protocol: str) -> Table:
+    tasks = list(FGVC_TASKS)
+    cells = _cells(runs, lambda run: {run.task: run.scores()["acc"]} if run.scores() else {})
+    labels = labels_for(list(cells))
+    rows, records = [], []
+    for key, by_task in cells.items():
+        mean = _mean([by_task[t].mean for t in tasks])
+        rows.append((labels[key], [by_task[t].text() for t in tasks] + [_num(mean)]))
+        records += [_records("fgvc", protocol, labels[key], t, by_task[t]) for t in tasks]
+        records.append(_records("fgvc", protocol, labels[key], "mean", mean))
+    for name, mean in PAPER_FGVC_MEAN.items():
+        rows.append((f"paper: {name}", ["—"] * len(tasks) + [f"{mean:.1f}"]))
+    return Table(_title("FGVC", protocol, "accuracy"), tasks + ["mean"], rows, records)
+
+
+def fewshot_table(runs: list[Run], protocol: str) -> Table:
+    """Rows: configuration x dataset, plus the mean of the paper's five datasets; columns: shots."""
+    present = sorted({run.task for run in runs}, key=lambda t: (t not in FEWSHOT_TASKS, t))
+    columns = [f"{k}-shot" for k in SHOTS]
+
+    def column_of(run: Run) -> dict[str, float]:
+        shots = run.config.get("data.shots")
+        return {f"{run.task}|{shots}-shot": run.scores()["acc"]} if run.scores() else {}
+
+    cells = _cells(runs, column_of)
+    labels = labels_for(list(cells))
+    rows, records = [], []
+    for key, by_column in cells.items():
+        for task in present:
+            row = [by_column[f"{task}|{c}"] for c in columns]
+            rows.append((f"{labels[key]} · {task}", [cell.text() for cell in row]))
+            records += [
+                _records("fewshot", protocol, labels[key], f"{task} {c}", cell)
+                for c, cell in zip(columns, row, strict=True)
+            ]
+        mean = [_mean([by_column[f"{t}|{c}"].mean for t in FEWSHOT_TASKS]) for c in columns]
+        rows.append((f"{labels[key]} · mean of 5", [_num(m) for m in mean]))
+        records += [
+            _records("fewshot", protocol, labels[key], f"mean of 5 {c}", m)
+            for c, m in zip(columns, mean, strict=True)
+        ]
+    for name, values in PAPER_FEWSHOT_MEAN.items():
+        rows.append((f"paper: {name} · mean of 5", [f"{v:.1f}" for v in values]))
+    what = "accuracy (mean over split seeds and seeds)"
+    return Table(_title("Few-shot", protocol, what), columns, rows, records)
+
+
+def domain_table(runs: list[Run], protocol: str) -> Table:
+    sets = list(DOMAIN_TEST_SETS)
+    cells = _cells(runs, lambda run: run.scores())
+    labels = labels_for(list(cells))
+    rows, records = [], []
+    for key, by_set in cells.items():
+        mean = _mean([by_set[s].mean for s in sets])
+        rows.append((labels[key], [by_set[s].text() for s in sets] + [_num(mean)]))
+        records += [_records("domain", protocol, labels[key], s, by_set[s]) for s in sets]
+        records.append(_records("domain", protocol, labels[key], "mean", mean))
+    for name, values in PAPER_DOMAIN.items():
+        rows.append((f"paper: {name}", [_num(values.get(c)) for c in sets + ["mean"]]))
+    title = _title("ImageNet domain shift", protocol, "accuracy")
+    title += " (ImageNet-A/-R: logits restricted to their 200 classes)"
+    return Table(title, sets + ["mean"], rows, records)
+
+
+def other_table(runs: list[Run], protocol: str) -> Table:
+    """One row per configuration and task (tasks outside the paper's benchmarks)."""
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[tuple(sorted(run.config.items()))].append(run)
+    labels = labels_for([tuple((k, v) for k, v in key if k not in COLUMN_KEYS) for key in groups])
+    columns = ["task", "accuracy %", "seeds", "s / epoch", "peak RSS MB", "trainable params"]
+    rows, records = [], []
+    for key, members in groups.items():
+        label = labels[tuple((k, v) for k, v in key if k not in COLUMN_KEYS)]
+        cell = Cell([run.scores()["acc"] for run in members if "acc" in run.scores()])
+        epoch_s = statistics.fmean(
+            r.results.get("fit_seconds", 0) / max(1, r.results.get("epochs", 1)) for r in members
+        )
+        rss = max(r.results.get("peak_rss_mb", 0.0) for r in members)
+        params = members[0].results.get("params", {}).get("trainable")
+        rows.append((label, [members[0].task, cell.text(), str(len(members)), f"{epoch_s:.0f}",
+                             f"{rss:.0f}", f"{params:,}" if params else "?"]))  # fmt: skip
+        records.append(_records("other", protocol, f"{label} {members[0].task}", "acc", cell))
+    return Table(_title("Runs", protocol, "accuracy"), columns, rows, records)
+
+
+BUILDERS = {
+    "vtab": vtab_table,
+    "fgvc": fgvc_table,
+    "fewshot": fewshot_table,
+    "domain": domain_table,
+    "other": other_table,
+}
+
+
+def build_tables(runs: list[Run]) -> tuple[list[Table], list[Run]]:
+    """Tables per benchmark and protocol (final first), and the runs skipped as incomplete."""
+    skipped = [run for run in runs if not run.complete]
+    by_table: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.complete:
+            by_table[run.benchmark, run.protocol].append(run)
+    order = list(BUILDERS)
+    keys = sorted(by_table, key=lambda k: (k[1] != "final", order.index(k[0])))
+    return [BUILDERS[b](by_table[b, p], p) for b, p in keys], skipped
+
+
+def render(tables: list[Table], skipped: list[Run]) -> str:
+    parts = [table.markdown() for table in tables]
+    if skipped:
+        folders = ", ".join(str(run.folder) for run in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        parts.append(
+            f"Skipped {len(skipped)} run(s) that stopped before trainer.max_epochs "
+            f"(a number counts only at the last epoch): {folders}{more}\n"
+        )
+    return "\n".join(parts)
+
+
+def write_csv(tables: list[Table], path: Path) -> None:
+    records = [record for table in tables for record in table.records]
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(records[0]) if records else ["benchmark"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(records)
 
 
+@report_user_errors
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Summarise src.train run folders.")
+    parser = argparse.ArgumentParser(description="The paper's tables from src.train run folders.")
     parser.add_argument("folders", nargs="+", type=Path, help="run or sweep folders")
-    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
-    parser.add_argument("--csv", type=Path, help="also write the rows as CSV")
+    parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
+    parser.add_argument("--csv", type=Path, help="also write every cell (long form) as CSV")
     args = parser.parse_args(argv)
-    try:
-        rows = summarise(load_results(args.folders))
-    except UserError as err:
-        raise SystemExit(f"error: {err}") from None
-    table = to_markdown(rows)
-    print(table, end="")
+    tables, skipped = build_tables(load_runs(args.folders))
+    text = render(tables, skipped)
+    print(text, end="")
     if args.markdown:
-        args.markdown.write_text(table)
+        args.markdown.write_text(text)
     if args.csv:
-        write_csv(rows, args.csv)
+        write_csv(tables, args.csv)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import yaml
 
 from src.cli import report_user_errors
 from src.errors import UserError
-from src.report import load_results
+from src.report import load_runs
 
 # Overrides that belong to the search, not to the setting being selected.
 _SEARCH_ONLY = ("hparams_search", "data.protocol", "seed", "optimized_metric")
@@ -125,7 +125,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--launch", action="store_true", help="run the final commands now")
     args = parser.parse_args(argv)
 
-    selections = select_best(load_results(args.folders))
+    runs = [
+        {**run.results, "task": run.task, "protocol": run.protocol, "run_dir": str(run.folder)}
+        for run in load_runs(args.folders)
+    ]
+    selections = select_best(runs)
     for selection in selections:
         selection["command"] = [sys.executable, "-m", "src.train"] + final_command(
             selection, args.seeds, args.folders[0]

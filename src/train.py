@@ -6,32 +6,37 @@
 Every run folder holds the resolved config.yaml (Hydra keeps the composed one in .hydra/),
 checkpoints/last.ckpt (resume with ``ckpt_path=last``), adapter.safetensors (adapter + head, for
 ``src.eval``) and results.json.
+
+torch, Lightning and timm are imported inside the functions that use them, not at the top: Hydra
+answers ``--help`` and reports config mistakes before any of them would be needed.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import lightning as L
-import torch
-from lightning.pytorch.utilities import rank_zero_info
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-import src.config  # noqa: F401  (registers the ${cwd:} resolver before Hydra composes)
-from src.adapters import count_parameters
+import src.adapters  # noqa: F401  (registers the conf/adapter schemas with Hydra; imports torch)
+import src.config  # noqa: F401  (registers the resolvers the configs use)
 from src.cli import (
+    RunInterrupted,
     finish_wandb,
     instantiate_group,
     prepare_wandb,
     report_user_errors,
+    say,
     to_float_dict,
     write_json,
     write_resolved_config,
 )
 from src.errors import UserError
+from src.extras import apply_extras
 from src.launch import (
     drop_requeue_checkpoints,
     finished_job_metrics,
@@ -39,24 +44,28 @@ from src.launch import (
     prepare_ddp_for_this_job,
 )
 from src.loggers import log_run_config
-from src.model import build_model, save_trainable
-from src.module import FineTuner
-from src.pace import build_regulariser
+
+if TYPE_CHECKING:
+    from src.module import FineTuner
 
 log = logging.getLogger(__name__)
 
 
 def build_finetuner(cfg: DictConfig, num_classes: int) -> FineTuner:
+    from src.model import build_model
+    from src.module import FineTuner
+    from src.pace import build_regulariser
+
     model = build_model(
         num_classes,
         backbone_name=cfg.backbone.name,
-        adapter_name=cfg.adapter.name,
-        rank=cfg.adapter.rank,
+        adapter=cfg.adapter,
         weights=cfg.backbone.weights,
         img_size=cfg.backbone.img_size,
         drop_path=cfg.backbone.drop_path,
-        targets=cfg.adapter.get("targets"),
         timm_kwargs=cfg.backbone.get("kwargs"),
+        # Run folders written before the recipe group existed have no recipe section.
+        head_init=OmegaConf.select(cfg, "recipe.head_init", default="trunc_normal"),
     )
     # The pace/optim/diagnostics groups hold exactly the keyword arguments of these factories.
     regulariser = build_regulariser(model, **cfg.pace)
@@ -70,9 +79,9 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     if ckpt_path == "last":
         last = output_dir / "checkpoints" / "last.ckpt"
         if last.is_file():
-            rank_zero_info(f"resuming from {last}")
+            say(f"resuming from {last}")
             return str(last)
-        rank_zero_info(f"ckpt_path=last: no {last} yet, starting a fresh run")
+        say(f"ckpt_path=last: no {last} yet, starting a fresh run")
         return None
     if not Path(ckpt_path).is_file():
         raise UserError(f"ckpt_path {ckpt_path} does not exist; give a .ckpt file or 'last'")
@@ -81,17 +90,20 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test one configuration; returns the final metrics (also in results.json)."""
+    import lightning as L
+
+    from src.adapters import calibrate_adapters, count_parameters
+
     if cfg.seed is not None:
-        L.seed_everything(cfg.seed, workers=True)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     if (finished := finished_job_metrics(output_dir)) is not None:
         return finished
     write_resolved_config(cfg, output_dir / "config.yaml")
     datamodule = hydra.utils.instantiate(cfg.data)
     finetuner = build_finetuner(cfg, datamodule.num_classes)
-    rank_zero_info(
-        f"task={datamodule.task} protocol={datamodule.protocol} "
-        f"({'train800 -> val200' if datamodule.protocol == 'tune' else 'train800val200 -> test'}) "
+    say(
+        f"{datamodule.describe()}; "
         f"pace={cfg.pace.mode} sigma={cfg.pace.sigma} lam={cfg.pace.lam} adapter={cfg.adapter.name}"
     )
     prepare_wandb(cfg)
@@ -108,10 +120,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.train:
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
         ckpt_path = ckpt_path or newest_checkpoint(output_dir)
-        trainer.fit(finetuner, datamodule=datamodule, ckpt_path=ckpt_path)
+        calibrate_adapters(finetuner.model, datamodule, ckpt_path)  # GPS/GRFT: one data pass
+        fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir)
         drop_requeue_checkpoints(trainer, output_dir)
         metrics.update(to_float_dict(trainer.callback_metrics))
         if trainer.is_global_zero:
+            from src.model import save_trainable
+
             save_trainable(finetuner.model, output_dir / "adapter.safetensors")
     fit_seconds = time.perf_counter() - started
     if cfg.test:
@@ -125,7 +140,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "sigma": cfg.pace.sigma,
         "lam": cfg.pace.lam,
         "adapter": cfg.adapter.name,
-        "rank": cfg.adapter.rank,
+        "adapter_config": OmegaConf.to_container(cfg.adapter, resolve=True),
         "lr": cfg.optim.lr,
         "backbone": cfg.backbone.name,
         "seed": cfg.seed,
@@ -135,10 +150,52 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "params": count_parameters(finetuner.model),
         "metrics": metrics,
     }
+    import torch
+
     if torch.cuda.is_available():
         summary["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     write_json(output_dir / "results.json", summary)
     return metrics
+
+
+def fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir) -> None:
+    """``trainer.fit``; on Ctrl-C, say what was saved and the exact command that resumes.
+
+    Lightning handles Ctrl-C by finishing the hooks and calling ``exit(1)``; we turn that into
+    :class:`RunInterrupted`, which the entry point prints and exits with status 130.
+    """
+    try:
+        trainer.fit(finetuner, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        last = output_dir / "checkpoints" / "last.ckpt"
+        saved = (
+            f"{last} holds the end of epoch {trainer.current_epoch}"
+            if last.exists()
+            else "no epoch had finished, nothing was saved"
+        )
+        raise RunInterrupted(
+            f"stopped in epoch {trainer.current_epoch + 1}; {saved}. Resume with: "
+            f"{resume_command(output_dir)}"
+        ) from None
+
+
+def resume_command(output_dir: Path) -> str:
+    """The command that continues this run in its own folder from its last.ckpt."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        typed = list(HydraConfig.get().overrides.task)
+    except ValueError:  # called outside a Hydra run (tests, notebooks)
+        typed = []
+    keep = [o for o in typed if o.split("=", 1)[0].lstrip("+~") not in RESUME_KEYS]
+    words = ["python", "-m", "src.train", *keep, f"hydra.run.dir={output_dir}", "ckpt_path=last"]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+# Overrides that a resume command sets itself.
+RESUME_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "ckpt_path")
 
 
 def _peak_rss_mb() -> float:
@@ -147,9 +204,40 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def quiet_lightning_logs() -> None:
+    """Each Lightning log line once, without adverts.
+
+    Importing ``lightning`` gives its logger a console handler of its own although Hydra's root
+    handlers already print (and file) its records, so every line would show twice.
+    """
+    import lightning  # noqa: F401  (the import is what adds the handler)
+
+    if logging.getLogger().hasHandlers():
+        logging.getLogger("lightning").handlers.clear()
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not record.getMessage().startswith("💡 Tip")
+    )
+
+
+def _processes_per_node(cfg: DictConfig) -> int:
+    """DDP processes that share this node's CPUs (they split the thread budget)."""
+    trainer = cfg.get("trainer") or {}
+    devices = trainer.get("devices", 1)
+    if trainer.get("accelerator") == "cpu" and isinstance(devices, int):
+        return max(1, devices)
+    return 1
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
+    say(f"run folder: {cfg.paths.output_dir}")
+    apply_extras(cfg)
+    quiet_lightning_logs()
+    from src.threads import set_cpu_threads
+
+    threads = set_cpu_threads(cfg.get("cpu_threads", "auto"), _processes_per_node(cfg))
+    log.info("torch uses %d CPU thread(s) (cpu_threads=%s)", threads, cfg.get("cpu_threads"))
     try:
         metrics = train(cfg)
     finally:

@@ -76,7 +76,7 @@ def test_report_summarises_seeds(tmp_path, capsys):
         )
     report_main([str(tmp_path)])
     out = capsys.readouterr().out
-    row = "| PACE | 0.5 | 1.0 | 0.01 | final | test/acc | 85.00 ± 7.07 | 2 | 5 | 100 | 1,234 |"
+    row = "| PACE σ=0.5 λ=1.0 | t | 85.00 ± 7.07 | 2 | 5 | 100 | 1,234 |"
     assert row in out
 
 

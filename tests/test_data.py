@@ -10,8 +10,9 @@ import torch
 from torch.utils.data import RandomSampler, SequentialSampler
 
 from src.data import VTAB_GROUPS, VTAB_TASKS, VTABDataModule
-from src.data import lists as lists_module
-from src.data.lists import LazyImageDataset, decode_image, read_list_file
+from src.data import images as images_module
+from src.data.images import decode_image
+from src.data.lists import read_list_file
 from src.data.synthetic import write_vtab_task
 from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalise
 from src.errors import UserError
@@ -113,15 +114,15 @@ def test_root_may_be_parent_or_vtab_folder(toy_root, suffix):
 
 def test_each_split_decoded_once(toy_root, monkeypatch, caplog):
     calls = []
-    real = lists_module.decode_image
+    real = images_module.decode_image
 
-    def counting(path, size):
+    def counting(path, size, fit="stretch"):
         calls.append(Path(path))
-        return real(path, size)
+        return real(path, size, fit)
 
-    monkeypatch.setattr(lists_module, "decode_image", counting)
+    monkeypatch.setattr(images_module, "decode_image", counting)
     dm = make_dm(toy_root, protocol="final")
-    with caplog.at_level(logging.INFO, logger="src.data.lists"):
+    with caplog.at_level(logging.INFO, logger="src.data.images"):
         dm.setup("fit")
         dm.setup("test")  # final: test is the validation split, already decoded
         dm.setup("fit")
@@ -136,17 +137,48 @@ def test_each_split_decoded_once(toy_root, monkeypatch, caplog):
 
 
 def test_train_size_needs_no_decoding(toy_root, monkeypatch):
-    monkeypatch.setattr(lists_module, "decode_image", lambda *a: pytest.fail("decoded"))
+    monkeypatch.setattr(images_module, "decode_image", lambda *a: pytest.fail("decoded"))
     assert make_dm(toy_root, protocol="tune").train_size == N_TRAIN
 
 
-def test_lazy_fallback_above_cache_limit(toy_root):
+def test_disk_cache_above_memory_budget(toy_root, tmp_path):
     cached = make_dm(toy_root, protocol="tune")
-    lazy = make_dm(toy_root, protocol="tune", cache_limit_gb=0.0)
-    assert isinstance(lazy.dataset("val"), LazyImageDataset)
+    on_disk = make_dm(toy_root, protocol="tune", cache_limit_gb=0.0, cache_dir=str(tmp_path))
+    assert on_disk.dataset("val").on_disk and not cached.dataset("val").on_disk
+    assert len(list(tmp_path.glob("*.npy"))) == 1
     for i in (0, N_VAL - 1):
-        a, b = cached.dataset("val")[i], lazy.dataset("val")[i]
+        a, b = cached.dataset("val")[i], on_disk.dataset("val")[i]
         assert torch.equal(a[0], b[0]) and int(a[1]) == int(b[1]) and a[2] == b[2]
+
+
+def test_disk_cache_decodes_each_image_once_across_epochs_and_runs(
+    toy_root, tmp_path, monkeypatch
+):
+    calls = []
+    real = images_module.decode_image
+
+    def counting(path, size, fit="stretch"):
+        calls.append(path)
+        return real(path, size, fit)
+
+    monkeypatch.setattr(images_module, "decode_image", counting)
+    for _run in range(2):  # the second run reuses the first run's cache file
+        dm = make_dm(toy_root, protocol="tune", cache_limit_gb=0.0, cache_dir=str(tmp_path))
+        dm.setup("fit")
+        for _epoch in range(2):
+            collect(dm.train_dataloader())
+            collect(dm.val_dataloader())
+    assert len(calls) == N_TRAIN + N_VAL
+    assert len(list(tmp_path.glob("*.npy"))) == 2 and not list(tmp_path.glob("*partial*"))
+
+
+def test_memory_budget_is_shared_by_all_splits(toy_root, tmp_path):
+    one_split = N_TRAIN * 3 * SIZE * SIZE  # train800 fits, val200 no longer does
+    dm = make_dm(
+        toy_root, protocol="tune", cache_limit_gb=one_split / 1e9, cache_dir=str(tmp_path)
+    )
+    dm.setup("fit")
+    assert not dm.dataset("train").on_disk and dm.dataset("val").on_disk
 
 
 def test_dataloader_settings(toy_root):
@@ -203,6 +235,7 @@ def test_missing_root(tmp_path):
     message = str(error.value)
     assert str(missing) in message and "vtab-1k/<task>/train800.txt" in message
     assert "NOAH" in message and "\n" not in message
+    assert "VTAB root" in message
 
 
 def test_missing_task_folder_lists_present_tasks(toy_root):

@@ -14,6 +14,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+import src.adapters  # noqa: F401  (registers the adapter schemas the configs compose)
 from src.data.synthetic import write_vtab_task
 from src.errors import UserError
 from src.select import main as select_main

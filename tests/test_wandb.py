@@ -117,7 +117,8 @@ def test_offline_multirun_writes_one_run_per_job_with_config_and_history(tmp_pat
         run = wb["run"]
         assert run.project == "pace" and run.run_group == "None-toy"
         assert list(run.tags) == ["wb", "test"]
-        assert run.display_name == "train-" + job.name.split("_", 1)[1]
+        hydra_job = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]
+        assert run.display_name == "train-" + hydra_job["override_dirname"]
         assert f"sigma={sigma}" in run.display_name
 
         config = wb["config"]

@@ -1,42 +1,172 @@
 """The adapter-branch contract shared by every PEFT method, plus the registry and ``inject``.
 
-An adapted layer computes ``h(x) = h0(x) + z * Δh(x)``: ``h0`` is the frozen pre-trained layer,
-``Δh`` the adapter branch and ``z`` a multiplier that a regulariser (``src.pace``) may attach as
-``branch_noise``. Keeping ``h0`` and ``Δh`` separate is what lets PACE perturb only the branch;
-``merged_weight_and_bias`` folds ``Δh`` back into one matmul wherever no noise is active.
+A branch module at a site computes ``h(x) = h0(x) + z ⊙ Δh(x)``: ``h0`` is the frozen pre-trained
+sub-module, ``Δh`` the method's branch and ``z`` a multiplier that a regulariser (``src.pace``) may
+attach as ``branch_noise``. Keeping ``h0`` and ``Δh`` separate is what gives PACE's noise a precise
+meaning for every method; where a method is mergeable, ``merged_delta`` folds ``Δh`` into the base
+module's own parameters, and the merged weights are used whenever no noise is active.
+
+A method is a :class:`BranchModule` subclass registered together with its typed config::
+
+    @register_adapter("lora", config=LoRAConfig)
+    class LoRA(AdaptedLinear): ...
+
+Its trainable parameters are declared by construction: the parameters a branch module owns
+(everything outside ``base``), the increments of :class:`ParameterDelta` (for raw parameters such
+as a position table), and the classification head — never a pre-trained tensor itself, so
+switching every branch off always gives back the pre-trained backbone.
 Nothing here knows about PACE or Lightning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.func import functional_call
+from torch.nn.utils import parametrize
 
 from src.errors import UserError, check_choice
 
-# The linear layers of a timm ViT block that the paper adapts ("every linear layer of every block").
-DEFAULT_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+# The linear layers of a timm ViT/Swin block ("every linear layer of every block" in the paper).
+BLOCK_LINEARS = ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"]
 
 
-class AdaptedLinear(nn.Module):
-    """A frozen ``nn.Linear`` plus a trainable adapter branch ``Δh``.
+@dataclass
+class AdapterConfig:
+    """Knobs every method has; each method's subclass adds its own, with defaults stated once.
 
-    Subclasses implement :meth:`branch` and :meth:`merged_delta`. ``branch_noise``, when set, is a
-    module called on ``Δh`` that returns it perturbed and exposes ``is_active()``; while it is
-    active the layer runs base and branch separately, otherwise it runs the merged weights.
+    ``conf/adapter/<name>.yaml`` composes this dataclass (registered with Hydra's ConfigStore as
+    ``adapter_schema/<name>``), so ``adapter.<field>=...`` works for any field a method has and an
+    unknown key is refused.
     """
 
-    def __init__(self, base: nn.Linear, rank: int | None = None):
-        # ``rank`` is accepted so that cooperative subclasses can pass it along the MRO.
+    name: str = ""
+    blocks: list[int] | None = None  # adapt only these blocks (depth order); null = every block
+    train_head: bool = True  # the new classification head trains fully (as in the paper)
+
+    def validate(self) -> None:
+        """Raise a UserError for a value the method cannot use."""
+
+    def require_positive(self, *names: str) -> None:
+        for key in names:
+            value = getattr(self, key)
+            if not isinstance(value, int | float) or value <= 0:
+                raise UserError(f"adapter.{key} must be positive for '{self.name}', got {value}")
+
+
+@dataclass
+class LinearSitesConfig(AdapterConfig):
+    """For methods that act on block linears: which ones (suffixes of their names in a block)."""
+
+    targets: list[str] = field(default_factory=lambda: list(BLOCK_LINEARS))
+
+
+class BranchModule(nn.Module):
+    """A frozen ``base`` sub-module plus a branch ``Δh``; the unit PACE perturbs.
+
+    Subclasses implement :meth:`branch` and, when mergeable, :meth:`merged_delta`. The class
+    attributes declare the contract the tests check for every registered method.
+    """
+
+    # Branch parameters initialised so that the adapted model equals the pre-trained one.
+    identity_at_init = True
+    # The branch can be folded into ``base``'s own parameters (see merged_delta).
+    mergeable = False
+
+    def __init__(self, base: nn.Module):
         super().__init__()
         base.requires_grad_(False)
         self.base = base
         self.branch_noise: nn.Module | None = None
-        # Switched off to measure the distance to the pre-trained model (Δ = 0, same head).
+        # Switched off to measure the distance to the pre-trained model (Δh = 0, same head).
         self.branch_enabled = True
+        # Use the merged parameters whenever no noise is active; False forces the two paths.
+        self.merge = True
+
+    def branch(self, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        """Δh, given the site's input ``x`` and the frozen output ``h0``; may broadcast to h0."""
+        raise NotImplementedError
+
+    def merged_delta(self) -> dict[str, torch.Tensor]:
+        """{name of a ``base`` parameter: its increment} such that base with them equals h0 + Δh."""
+        raise NotImplementedError
+
+    def branch_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """The parameters this method trains: everything the module owns outside ``base``."""
+        for name, param in self.named_parameters():
+            if not name.startswith("base."):
+                yield name, param
+
+    def merged_forward(self, x: torch.Tensor, delta: dict[str, torch.Tensor]) -> torch.Tensor:
+        params = {n: getattr(self.base, n) + d for n, d in delta.items()}
+        return functional_call(self.base, params, (x,))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.branch_enabled:
+            return self.base(x)
+        noise = self.branch_noise
+        noisy = noise is not None and noise.is_active()
+        if self.mergeable and self.merge and not noisy:
+            return self.merged_forward(x, self.merged_delta())
+        h0 = self.base(x)
+        delta_h = self.branch(x, h0).expand_as(h0)
+        return h0 + (noise(delta_h) if noisy else delta_h)
+
+    @classmethod
+    def sites(cls, model: nn.Module, config: AdapterConfig) -> list[tuple[str, nn.Module]]:
+        """(qualified name, module) pairs this method wraps; see ``src.adapters.sites``."""
+        raise NotImplementedError
+
+    @classmethod
+    def install(cls, model: nn.Module, config: AdapterConfig) -> None:
+        """Wrap every site of ``model`` in place. Methods with shared state override this."""
+        from src.adapters.sites import replace_module
+
+        for name, module in cls.sites(model, config):
+            replace_module(model, name, cls(module, config))
+
+    @classmethod
+    def calibrate(cls, model: nn.Module, train_loader, config: AdapterConfig) -> None:
+        """Data-dependent methods choose their structure here, once, before training."""
+
+    @classmethod
+    def needs_calibration(cls, model: nn.Module) -> bool:
+        return False
+
+
+class ParameterDelta(nn.Module):
+    """``p = p0 + Δ`` for a raw parameter (position table, class token, a convolution's bias).
+
+    Installed with ``torch.nn.utils.parametrize``, so the owning module reads ``p0 + Δ`` as its
+    parameter. Used where a method trains a parameter that is not an output of a channel-last site;
+    it carries no noise but honours ``branch_enabled`` like every branch.
+    """
+
+    def __init__(self, like: torch.Tensor):
+        super().__init__()
+        self.delta = nn.Parameter(torch.zeros_like(like))
+        self.branch_enabled = True
+
+    def forward(self, original: torch.Tensor) -> torch.Tensor:
+        return original + self.delta if self.branch_enabled else original
+
+    @staticmethod
+    def install(module: nn.Module, name: str) -> None:
+        original = getattr(module, name)
+        parametrize.register_parametrization(module, name, ParameterDelta(original), unsafe=True)
+
+
+class AdaptedLinear(BranchModule):
+    """A frozen ``nn.Linear`` plus a branch; merged as ``F.linear(x, W0 + ΔW, b0 + Δb)``."""
+
+    mergeable = True
 
     @property
     def in_features(self) -> int:
@@ -51,105 +181,156 @@ class AdaptedLinear(nn.Module):
             return self.base.bias
         return self.base.weight.new_zeros(self.out_features)
 
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        """Δh(x); may return a tensor that broadcasts against ``h0(x)`` (e.g. a bias shift)."""
-        raise NotImplementedError
-
-    def merged_delta(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def delta_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(ΔW, Δb) such that ``h0 + Δh`` equals ``F.linear(x, W0 + ΔW, b0 + Δb)``."""
         raise NotImplementedError
 
+    def merged_delta(self) -> dict[str, torch.Tensor]:
+        delta_w, delta_b = self.delta_weight_and_bias()
+        return {"weight": delta_w, "bias": delta_b}
+
     def merged_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
-        delta_w, delta_b = self.merged_delta()
+        delta_w, delta_b = self.delta_weight_and_bias()
         return self.base.weight + delta_w, self.base_bias() + delta_b
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.branch_enabled:
-            return self.base(x)
-        noise = self.branch_noise
-        if noise is not None and noise.is_active():
-            h0 = self.base(x)
-            return h0 + noise(self.branch(x).expand_as(h0))
-        weight, bias = self.merged_weight_and_bias()
-        return F.linear(x, weight, bias)
+    def merged_forward(self, x: torch.Tensor, delta: dict[str, torch.Tensor]) -> torch.Tensor:
+        # base.bias may be None (Swin's PatchMerging), so the bias is added here, not swapped in.
+        return F.linear(x, self.base.weight + delta["weight"], self.base_bias() + delta["bias"])
+
+    def branch(self, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, *self.delta_weight_and_bias())
+
+    @classmethod
+    def sites(cls, model: nn.Module, config: LinearSitesConfig) -> list[tuple[str, nn.Module]]:
+        from src.adapters.sites import block_linears
+
+        return block_linears(model, config)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}"
 
 
-AdapterFactory = Callable[..., AdaptedLinear]
-ADAPTERS: dict[str, AdapterFactory] = {}
+@dataclass(frozen=True)
+class Method:
+    """A registry entry: the typed config and the branch class that implements the method."""
+
+    name: str
+    config: type[AdapterConfig]
+    impl: type[BranchModule]
 
 
-def register_adapter(name: str) -> Callable[[AdapterFactory], AdapterFactory]:
-    def decorator(factory: AdapterFactory) -> AdapterFactory:
+ADAPTERS: dict[str, Method] = {}
+
+
+def register_adapter(name: str, config: type[AdapterConfig]):
+    """Register a BranchModule subclass as method ``name`` with its config dataclass."""
+
+    def decorator(impl: type[BranchModule]) -> type[BranchModule]:
         if name in ADAPTERS:
             raise ValueError(f"adapter '{name}' registered twice")
-        ADAPTERS[name] = factory
-        return factory
+        ADAPTERS[name] = Method(name, config, impl)
+        # conf/adapter/<name>.yaml starts from this node, so Hydra knows every field and type.
+        ConfigStore.instance().store(group="adapter_schema", name=name, node=config(name=name))
+        return impl
 
     return decorator
 
 
-def adapted_layers(model: nn.Module) -> Iterator[tuple[str, AdaptedLinear]]:
+def make_config(adapter: str | Mapping | AdapterConfig, **overrides) -> AdapterConfig:
+    """The method's typed config from a name, a (Hydra) mapping or a config, plus overrides."""
+    if isinstance(adapter, AdapterConfig):
+        fields = dataclasses.asdict(adapter)
+    elif isinstance(adapter, str):
+        fields = {"name": adapter}
+    else:
+        raw = (
+            OmegaConf.to_container(adapter, resolve=True)
+            if isinstance(adapter, DictConfig)
+            else adapter
+        )
+        fields = dict(raw)
+    fields.update(overrides)
+    name = fields.get("name")
+    check_choice("adapter", str(name), ADAPTERS)
+    cls = ADAPTERS[name].config
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        raise UserError(
+            f"adapter '{name}' has no field {', '.join(unknown)}; "
+            f"its fields are: {', '.join(known)}"
+        )
+    config = cls(**fields)
+    config.validate()
+    return config
+
+
+def branch_modules(model: nn.Module) -> Iterator[tuple[str, BranchModule]]:
     for name, module in model.named_modules():
-        if isinstance(module, AdaptedLinear):
+        if isinstance(module, BranchModule):
             yield name, module
 
 
-def _head_parameter_names(model: nn.Module) -> set[str]:
+# The name the PACE code and older tests use; every branch module is an "adapted layer".
+adapted_layers = branch_modules
+
+
+def head_parameter_names(model: nn.Module) -> set[str]:
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    if head is None:
+    if not isinstance(head, nn.Module):
         return set()
     ids = {id(p) for p in head.parameters()}
     return {n for n, p in model.named_parameters() if id(p) in ids}
 
 
-def inject(
-    model: nn.Module,
-    name: str,
-    rank: int = 10,
-    targets: tuple[str, ...] | list[str] = DEFAULT_TARGETS,
-    train_head: bool = True,
-) -> nn.Module:
-    """Freeze ``model``, wrap every target linear in its blocks with adapter ``name``, in place.
-
-    Only the adapter parameters and (by default) the classification head stay trainable.
-    """
-    check_choice("adapter", name, ADAPTERS)
-    if rank < 1:
-        raise UserError(f"adapter.rank must be a positive integer, got {rank}")
-    factory = ADAPTERS[name]
-    head_params = _head_parameter_names(model) if train_head else set()
-    model.requires_grad_(False)
-
-    matches = [
-        (module_name, module)
+def declared_trainable(model: nn.Module) -> set[str]:
+    """Parameter names the injected method declares trainable (see the module docstring)."""
+    config = model.adapter_config
+    names = {
+        f"{module_name}.{param_name}"
+        for module_name, module in branch_modules(model)
+        for param_name, _ in module.branch_parameters()
+    }
+    names |= {
+        f"{module_name}.delta"
         for module_name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and any(module_name.endswith("." + t) for t in targets)
-    ]
-    if not matches:
-        raise UserError(
-            f"adapter '{name}' found none of the target layers {list(targets)} in "
-            f"{type(model).__name__}; choose a timm ViT backbone or set adapter.targets"
-        )
-    for module_name, linear in matches:
-        parent_name, _, attr = module_name.rpartition(".")
-        setattr(model.get_submodule(parent_name), attr, factory(linear, rank=rank))
-    for param_name, param in model.named_parameters():
-        if param_name in head_params:
-            param.requires_grad_(True)
+        if isinstance(module, ParameterDelta)
+    }
+    if config.train_head:
+        names |= head_parameter_names(model)
+    return names
+
+
+def inject(model: nn.Module, adapter: str | Mapping | AdapterConfig, **overrides) -> nn.Module:
+    """Freeze ``model`` and install adapter method ``adapter`` in place.
+
+    ``adapter`` is a method name (``inject(model, "lora", rank=4)``), its config dataclass, or a
+    mapping such as the ``adapter`` config group. Exactly the declared parameters stay trainable.
+    """
+    config = make_config(adapter, **overrides)
+    model.requires_grad_(False)
+    ADAPTERS[config.name].impl.install(model, config)
+    model.adapter_config = config
+    set_trainable(model)
     return model
 
 
+def set_trainable(model: nn.Module) -> None:
+    """requires_grad exactly on the declared parameters (again after a calibration step)."""
+    trainable = declared_trainable(model)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
+
+
 def set_branches_enabled(model: nn.Module, enabled: bool) -> None:
-    for _, layer in adapted_layers(model):
-        layer.branch_enabled = enabled
+    for module in model.modules():
+        if isinstance(module, BranchModule | ParameterDelta):
+            module.branch_enabled = enabled
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """Trainable / total parameters, and the adapter share (trainable minus the head)."""
-    head = _head_parameter_names(model)
+    head = head_parameter_names(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     head_count = sum(

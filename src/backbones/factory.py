@@ -6,14 +6,16 @@ import difflib
 import logging
 
 import timm
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from src.backbones.weights import SUPPORTED_EXTS, check_weights_path, load_weights
-from src.errors import UserError
+from src.errors import UserError, check_choice
 
 log = logging.getLogger(__name__)
 
 HUB = "hub"
+HEAD_INITS = ("trunc_normal", "torch_default")
 # Transformer families offered as "did you mean" suggestions for a mistyped backbone.name.
 _FAMILIES = ["*vit*", "*deit*", "swin*", "beit*", "eva*"]
 
@@ -24,27 +26,34 @@ def build_backbone(
     img_size: int | None = None,
     drop_path: float = 0.0,
     weights: str | None = None,
+    head_init: str = "trunc_normal",
     **timm_kwargs,
 ) -> nn.Module:
-    """Create timm model ``name`` with a new ``num_classes`` head.
+    """Create timm model ``name`` with a new ``num_classes`` head initialised by ``head_init``.
 
     ``weights``: None -> random init; ``"hub"`` -> timm's pretrained weights (needs the network or
     a filled Hugging Face cache); anything else -> a local .npz/.safetensors/.pth file.
+    ``head_init``: see :func:`reset_head`.
     Extra ``timm_kwargs`` (e.g. ``depth=2`` for a toy ViT) go straight to ``timm.create_model``.
     """
     _check_name(name)
+    check_choice("recipe.head_init", head_init, HEAD_INITS)
     # Validate a local file before building: building ViT-B takes a while, a typo should not.
     path = check_weights_path(weights) if weights is not None and weights != HUB else None
 
-    kwargs = dict(timm_kwargs, num_classes=num_classes, drop_path_rate=drop_path)
+    # timm needs plain containers: a ListConfig for Swin's `depths` breaks torch.split inside it.
+    plain = {
+        k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig | ListConfig) else v
+        for k, v in timm_kwargs.items()
+    }
+    kwargs = dict(plain, num_classes=num_classes, drop_path_rate=drop_path)
     if img_size is not None:
         kwargs["img_size"] = img_size
     model = _create(name, pretrained=weights == HUB, **kwargs)
 
     if path is not None:
         load_weights(model, path)
-    if weights is not None:
-        reset_head(model, num_classes)
+    reset_head(model, num_classes, head_init)
     log.info(
         "built %s (%.2fM parameters, weights: %s)",
         name,
@@ -54,13 +63,19 @@ def build_backbone(
     return model
 
 
-def reset_head(model: nn.Module, num_classes: int) -> None:
-    """Replace the classifier with a freshly initialised one, as timm's ViT init would make it."""
+def reset_head(model: nn.Module, num_classes: int, init: str = "trunc_normal") -> None:
+    """Replace the classifier with a freshly initialised one (docs/recipe.md, ``head_init``).
+
+    ``trunc_normal`` (the project's): weights ~ trunc-normal(std 0.02), zero bias — timm's own ViT
+    head init, so a loaded backbone starts from the same head as a randomly initialised one.
+    ``torch_default``: the plain ``nn.Linear`` that ``reset_classifier`` creates (PyTorch's
+    Kaiming-uniform weights and uniform bias), as the official PACE code leaves it.
+    """
     model.reset_classifier(num_classes)
+    if init == "torch_default":
+        return
     heads = model.get_classifier()  # a tuple for distilled DeiT (head, head_dist)
     heads = heads if isinstance(heads, tuple | list) else (heads,)
-    # reset_classifier gives PyTorch's default Linear init; match timm's ViT head init instead so
-    # a loaded backbone starts from the same head distribution as a randomly initialised one.
     for m in (m for h in heads for m in h.modules()):
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)

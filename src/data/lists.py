@@ -1,36 +1,16 @@
-"""Image-list datasets: `relative/path.jpg <label>` files, as used by VTAB-1k and few-shot.
-
-Also the one place that turns an image file into pixels, so every benchmark resizes the same way
-(PIL bicubic, which is what torchvision's Resize does on PIL images in the reference code).
-"""
+"""Split readers: `relative/path.jpg <label>` list files (VTAB-1k, few-shot, ImageNet shifts)
+and VPT's `{"relative/path.jpg": label}` JSON files (FGVC). Both give ``list[Sample]``."""
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import json
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import Dataset
-
-from src.data.transforms import normalise
+from src.data.images import Sample, one_line
 from src.errors import UserError
 
-log = logging.getLogger(__name__)
-
 LINE_FORM = "<relative/image/path> <integer label>"
-
-Sample = tuple[Path, int]
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    """Keep user-facing messages on one line and readable when the offending text is huge."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit] + "..."
+JSON_FORM = '{"relative/image/path": <integer label>, ...}'
 
 
 def read_list_file(
@@ -60,14 +40,14 @@ def read_list_file(
         parts = line.rsplit(maxsplit=1)
         if len(parts) != 2:
             raise UserError(
-                f"{path}:{number}: malformed line '{_one_line(line)}'; expected '{LINE_FORM}'"
+                f"{path}:{number}: malformed line '{one_line(line)}'; expected '{LINE_FORM}'"
             )
         relative, label_text = parts
         try:
             label = int(label_text)
         except ValueError:
             raise UserError(
-                f"{path}:{number}: label '{_one_line(label_text)}' is not an integer; "
+                f"{path}:{number}: label '{one_line(label_text)}' is not an integer; "
                 f"expected '{LINE_FORM}'"
             ) from None
         if not 0 <= label < num_classes:
@@ -81,121 +61,29 @@ def read_list_file(
     return samples
 
 
-def decode_image(path: str | Path, size: int) -> torch.Tensor:
-    """Read one image as RGB, bicubic-resize to (size, size); returns uint8 [3, size, size]."""
+def read_json_split(path: str | Path, layout_hint: str) -> list[tuple[str, int]]:
+    """Parse one of VPT's FGVC split files into (relative image path, raw label id) pairs.
+
+    Raw ids are those of the dataset's own annotation (e.g. 1..200 for CUB); the FGVC
+    datamodule maps them to 0..C-1 the way VPT does (sorted ids of the training split).
+    """
     path = Path(path)
+    if not path.is_file():
+        raise UserError(f"split file {path} not found; expected {layout_hint}")
     try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-    except FileNotFoundError:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(
-            f"image {path} not found; restore it or remove its line from the list file"
+            f"{path} is not valid JSON ({one_line(error)}); expected {JSON_FORM}"
         ) from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        # PIL signals unreadable/truncated files with OSError (UnidentifiedImageError) and
-        # some broken headers with ValueError/SyntaxError.
-        raise UserError(
-            f"cannot decode image {path}: {_one_line(error)}; "
-            f"replace the file or remove its line from the list file"
-        ) from None
-    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
-
-
-def decode_images(paths: Sequence[Path], size: int, threads: int = 4) -> torch.Tensor:
-    """Decode many images into one preallocated uint8 tensor [N, 3, size, size].
-
-    Threads suffice because PIL releases the GIL while decoding and resizing; writing into a
-    preallocated tensor avoids a second full-size copy from torch.stack.
-    """
-    out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
-
-    def fill(index: int) -> None:
-        # Looked up at call time so tests can count decodes by patching this module.
-        out[index] = decode_image(paths[index], size)
-
-    if threads <= 1:
-        for index in range(len(paths)):
-            fill(index)
-    else:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            # list() re-raises the first worker exception (e.g. a UserError for a bad file).
-            list(pool.map(fill, range(len(paths))))
-    return out
-
-
-class DecodedImageDataset(Dataset):
-    """Images decoded once into memory; items are normalised on the fly.
-
-    Items are ``(image float [3,H,W], label int64, index)``; ``index`` is the position in the
-    split's list file, which per-sample state (e.g. PACE-fast's logit history) is keyed by.
-    """
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        if images.dtype != torch.uint8 or images.dim() != 4 or len(images) != len(labels):
-            raise ValueError("images must be uint8 [N,3,H,W] with one label per image")
-        self.images = images
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        return normalise(self.images[index]), self.labels[index], index
-
-
-class LazyImageDataset(Dataset):
-    """Same items as DecodedImageDataset but decodes on every access (for splits too big to
-    hold in memory)."""
-
-    def __init__(self, paths: Sequence[Path], labels: torch.Tensor, size: int):
-        self.paths = list(paths)
-        self.labels = labels
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        return normalise(decode_image(self.paths[index], self.size)), self.labels[index], index
-
-
-def build_dataset(
-    samples: Sequence[Sample],
-    size: int,
-    threads: int = 4,
-    cache_limit_gb: float | None = None,
-    name: str = "split",
-) -> Dataset:
-    """Decode a split into memory, or fall back to lazy decoding above ``cache_limit_gb``."""
-    paths = [path for path, _ in samples]
-    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
-    cache_bytes = len(paths) * 3 * size * size
-    if cache_limit_gb is not None and cache_bytes > cache_limit_gb * 1e9:
-        # Check existence now so a missing file fails at setup, not after hours of training.
-        for path in paths:
-            if not path.is_file():
-                raise UserError(
-                    f"image {path} not found; restore it or remove its line from the list file"
-                )
-        log.warning(
-            "%s: %d images at %dx%d need %.1f GB > data.cache_limit_gb=%s; decoding lazily",
-            name,
-            len(paths),
-            size,
-            size,
-            cache_bytes / 1e9,
-            cache_limit_gb,
-        )
-        return LazyImageDataset(paths, labels, size)
-    start = time.perf_counter()
-    images = decode_images(paths, size, threads)
-    log.info(
-        "%s: decoded %d images at %dx%d in %.1fs (%.2f GB in memory)",
-        name,
-        len(paths),
-        size,
-        size,
-        time.perf_counter() - start,
-        cache_bytes / 1e9,
-    )
-    return DecodedImageDataset(images, labels)
+    if not isinstance(table, dict) or not table:
+        raise UserError(f"{path} must be a non-empty JSON object; expected {JSON_FORM}")
+    pairs = []
+    for relative, label in table.items():
+        if isinstance(label, bool) or not isinstance(label, int):
+            raise UserError(
+                f"{path}: label {one_line(repr(label))} of '{one_line(relative)}' is not an "
+                f"integer; expected {JSON_FORM}"
+            )
+        pairs.append((relative, label))
+    return pairs

@@ -21,3 +21,31 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     mean = _MEAN.to(images.device)
     std = _STD.to(images.device)
     return (images.float().div_(255.0) - mean).div_(std)
+
+
+class CentreCrop:
+    """The central ``size`` x ``size`` window of a uint8 image [3, S, S] (the test view)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        top = (image.shape[-2] - self.size) // 2
+        left = (image.shape[-1] - self.size) // 2
+        return image[..., top : top + self.size, left : left + self.size]
+
+
+class RandomCropFlip:
+    """A random ``size`` x ``size`` window, mirrored with probability 1/2 (the training view).
+
+    Draws from torch's global generator, which Lightning seeds per worker.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        top = int(torch.randint(0, image.shape[-2] - self.size + 1, ()))
+        left = int(torch.randint(0, image.shape[-1] - self.size + 1, ()))
+        crop = image[..., top : top + self.size, left : left + self.size]
+        return crop.flip(-1) if bool(torch.rand(()) < 0.5) else crop

@@ -1,4 +1,4 @@
-"""The training objectives: plain CE and the three PACE consistency losses (SPEC §3).
+"""The training objectives: plain CE and the PACE paper's three consistency losses.
 
 Each regulariser maps a batch ``(x, y, index)`` to :class:`LossParts`. ``f(x; z)`` below is the
 model's logits under fresh branch noise ``z``; the noise itself lives on the model (``noise.py``).
@@ -13,7 +13,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from src.errors import check_choice
 from src.pace.droppath import paired_batch
+
+HISTORY_INITS = ("unseen", "zeros")
 
 
 @dataclass
@@ -88,13 +91,17 @@ def _gather_across_ranks(t: torch.Tensor) -> torch.Tensor:
 class FastPACE(Regulariser):
     """One noisy pass; consistency with the logits the same sample had on its previous visit.
 
-    ``history[i]`` holds sample ``i``'s last logits. A sample not seen before contributes no
-    consistency term (the reference's zero-initialised buffer pulled epoch-1 logits toward 0).
-    The term is averaged over the whole batch, so unseen samples count as zero.
+    ``history[i]`` holds sample ``i``'s last logits. ``history_init`` decides what a first visit
+    compares against (docs/recipe.md): ``unseen`` (the project's) — nothing, the sample adds no
+    consistency term; ``zeros`` (the official code's) — a zero vector, so the first visit's term
+    is ‖f(x)‖² and epoch 1 pulls logits toward 0. Both are one rule: ``seen`` starts all-False
+    or all-True. The term is averaged over the whole batch, so unseen samples count as zero.
     """
 
-    def __init__(self, lam: float):
+    def __init__(self, lam: float, history_init: str = "unseen"):
         super().__init__(lam)
+        check_choice("recipe.fast_history_init", history_init, HISTORY_INITS)
+        self.history_init = history_init
         self.register_buffer("history", torch.zeros(0, 0))
         self.register_buffer("seen", torch.zeros(0, dtype=torch.bool))
 
@@ -102,7 +109,8 @@ class FastPACE(Regulariser):
         if self.history.shape != (num_train, num_classes):
             device = self.history.device
             self.history = torch.zeros(num_train, num_classes, device=device)
-            self.seen = torch.zeros(num_train, dtype=torch.bool, device=device)
+            first_visit_counts = self.history_init == "zeros"
+            self.seen = torch.full((num_train,), first_visit_counts, device=device)
 
     def forward(self, model, x, y, index, step: int) -> LossParts:
         if self.history.numel() == 0:

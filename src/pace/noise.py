@@ -1,8 +1,11 @@
-"""Multiplicative noise on adapter branches and its depth schedule (SPEC §2).
+"""Multiplicative noise on adapter branches and its depth schedule (PACE paper, Sec. 4).
 
-``attach_noise`` walks a timm model, gives every adapter layer of block ``k`` a
+``attach_noise`` walks the blocks of a timm ViT or Swin in depth order
+(``src.adapters.iter_blocks``), gives every branch module of block ``k`` a
 :class:`MultiplicativeNoise` with the scheduled σ_k, and multiplies the classification head's
-logits by noise with σ/L (the head's whole output counts as its "branch").
+logits by noise with σ/L (the head's whole output counts as its "branch"). A branch outside every
+block (patch embedding, Swin's patch merging, final norm) takes the σ of the next block in depth
+order, or the head's σ after the last block.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from src.adapters import adapted_layers
+from src.adapters import BranchModule, iter_blocks
 from src.errors import UserError, check_choice
 
 NOISE_SHAPES = ("channel", "token")
@@ -36,11 +39,18 @@ class MultiplicativeNoise(nn.Module):
         return self.training and self.sigma > 0
 
     def sample(self, like: torch.Tensor) -> torch.Tensor:
+        """Noise for branch output ``like``, in ``like``'s dtype unless ``noise_dtype`` is set.
+
+        ``noise_dtype`` (set by ``src.pace.build_regulariser`` from ``recipe.noise_dtype``):
+        ``torch.float32`` reproduces the official code, whose float32 noise promotes a bf16/fp16
+        branch to float32; unset, the noise takes the branch's dtype (docs/recipe.md).
+        """
         if self.shape == "channel" and like.dim() > 2:
             size = (like.shape[0],) + (1,) * (like.dim() - 2) + (like.shape[-1],)
         else:
             size = like.shape
-        return torch.randn(size, device=like.device, dtype=like.dtype).mul_(self.sigma).add_(1.0)
+        dtype = getattr(self, "noise_dtype", None) or like.dtype
+        return torch.randn(size, device=like.device, dtype=dtype).mul_(self.sigma).add_(1.0)
 
     def forward(self, branch: torch.Tensor) -> torch.Tensor:
         if not self.is_active():
@@ -71,21 +81,29 @@ def _head_noise_hook(module: nn.Module, inputs, output: torch.Tensor) -> torch.T
 
 
 def attach_noise(model: nn.Module, sigma: float, shape: str = "channel", schedule: str = "vit"):
-    """Attach scheduled noise to every adapter branch and to the head; returns the σ list."""
-    blocks = getattr(model, "blocks", None)
-    if blocks is None or len(blocks) == 0:
-        raise UserError(
-            f"PACE needs a backbone with a 'blocks' list (a timm ViT); "
-            f"{type(model).__name__} has none"
-        )
+    """Attach scheduled noise to every branch module and to the head; returns the σ list."""
+    blocks = iter_blocks(model)
     sigmas = sigma_schedule(sigma, len(blocks), schedule)
+    depth: dict[int, int] = {}  # id(branch module) -> index into sigmas
     for k, block in enumerate(blocks):
-        for _, layer in adapted_layers(block):
-            layer.branch_noise = MultiplicativeNoise(sigmas[k], shape)
+        depth.update((id(m), k) for m in block.modules() if isinstance(m, BranchModule))
+    block_index = {id(block): k for k, block in enumerate(blocks)}
+    waiting: list[BranchModule] = []  # outside every block, not yet followed by a block
+    for module in model.modules():  # registration order = depth order in timm ViT and Swin
+        if id(module) in block_index:
+            depth.update((id(m), block_index[id(module)]) for m in waiting)
+            waiting = []
+        elif isinstance(module, BranchModule) and id(module) not in depth:
+            waiting.append(module)
+    depth.update((id(m), len(blocks)) for m in waiting)  # after the last block: the head's σ
+    for module in model.modules():
+        if isinstance(module, BranchModule):
+            module.branch_noise = MultiplicativeNoise(sigmas[depth[id(module)]], shape)
     head = model.get_classifier()
     if isinstance(head, nn.Module) and not isinstance(head, nn.Identity):
+        if getattr(head, "branch_noise", None) is None:  # hook once, even if attached twice
+            head.register_forward_hook(_head_noise_hook)
         head.branch_noise = MultiplicativeNoise(sigmas[-1], shape)
-        head.register_forward_hook(_head_noise_hook)
     return sigmas
 
 

@@ -1,0 +1,308 @@
+"""What every benchmark's datamodule shares; a subclass declares only its tables and files.
+
+A subclass sets the class attributes (``benchmark``, ``display``, ``container``, ``tasks``,
+``layout``, ``protocols``) and implements :meth:`splits` (which split plays train and val),
+:meth:`read_split` (one split's samples) and, when it has several, :meth:`test_sets`. Everything
+else — locating the task folder, class-count checks, decode-once caching, crops, loaders, the
+start-up line — lives here once.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import ClassVar
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from src.data.images import CacheBudget, CachedImageDataset, Sample, build_dataset
+from src.data.transforms import CentreCrop, RandomCropFlip
+from src.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# The fine-grained literature's views (VPT, NOAH): resize the shorter side to 256, then a random
+# 224 crop + flip for training and the central 224 crop for evaluation; kept for other sizes.
+CROP_RATIO = 224 / 256
+
+_STAGE_ROLES = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("test",),
+}
+
+
+class BenchmarkDataModule(L.LightningDataModule):
+    """One task of a benchmark; batches are ``(images float [B,3,H,W], labels [B], indices [B])``.
+
+    ``indices`` are positions in the split (PACE-fast keys its history by them).
+    ``crop=False`` resizes every image to ``img_size`` and never augments (VTAB's protocol);
+    ``crop=True`` caches images with the shorter side at ``img_size / CROP_RATIO`` (centre
+    square) and crops ``img_size`` from them on the fly — random + flip for training, central
+    for evaluation — so augmentation never re-decodes a file. ``cache_limit_gb`` is the memory
+    budget for decoded pixels over all splits; splits beyond it are decoded once into
+    ``cache_dir`` and memory-mapped.
+    """
+
+    benchmark: ClassVar[str] = ""  # short name: results, reports, config group
+    display: ClassVar[str] = ""  # how messages name it
+    container: ClassVar[str] = ""  # folder under data.root holding one folder per task
+    tasks: ClassVar[dict[str, int]] = {}  # task -> number of classes
+    layout: ClassVar[str] = ""  # one line describing the files on disk, for error messages
+    protocols: ClassVar[dict[str, str]] = {}  # protocol -> what trains and what evaluates
+    custom_tasks: ClassVar[bool] = False  # may data.task name a folder not in ``tasks``?
+    train_covers_all_classes: ClassVar[bool] = True  # else only warn when a class has no sample
+
+    def __init__(
+        self,
+        root: str,
+        task: str,
+        protocol: str = "final",
+        batch_size: int = 64,
+        num_workers: int = 2,
+        img_size: int = 224,
+        num_classes: int | None = None,
+        crop: bool = False,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        decode_threads: int = 4,
+        cache_limit_gb: float | None = 16.0,
+        cache_dir: str | None = None,
+    ):
+        super().__init__()
+        if protocol not in self.protocols:
+            valid = "; ".join(f"{name} ({what})" for name, what in self.protocols.items())
+            raise UserError(
+                f"unknown {self.display} protocol '{protocol}'; valid: {valid}; set data.protocol"
+            )
+        for name, value in (("batch_size", batch_size), ("img_size", img_size)):
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"data.{name} must be a positive integer, got {value!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise UserError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
+        self.root = str(root)
+        self.task = task
+        self.protocol = protocol
+        self.num_classes = self._resolve_num_classes(num_classes)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.img_size = img_size
+        self.crop = bool(crop)
+        self.pin_memory = pin_memory
+        self.drop_last = drop_last
+        self.decode_threads = decode_threads
+        self.cache_dir = cache_dir
+        self._budget = CacheBudget(cache_limit_gb)
+        self._task_dir: Path | None = None
+        self._samples: dict[str, list[Sample]] = {}
+        self._pixels: dict[str, CachedImageDataset] = {}
+        self._views: dict[tuple[str, bool], CachedImageDataset] = {}
+
+    # -------------------------------------------------------------------- subclass interface
+    def splits(self) -> dict[str, str]:
+        """Which split trains and which validates under ``self.protocol``: {train, val}."""
+        raise NotImplementedError
+
+    def test_sets(self) -> dict[str, str]:
+        """Test-set name -> split. One set logs ``test/acc``; several log ``test/acc/<name>``."""
+        return {"test": self.splits()["test"]}
+
+    def read_split(self, split: str) -> list[Sample]:
+        """The samples of one split, labels already in ``[0, num_classes)``."""
+        raise NotImplementedError
+
+    def task_folder_names(self) -> tuple[str, ...]:
+        """Folder names the task may have on disk (several when tools disagree)."""
+        return (self.task,)
+
+    def folders_used(self) -> tuple[str, ...]:
+        """Every folder under ``container`` this task reads (src.data.check lists the rest)."""
+        return self.task_folder_names()
+
+    @staticmethod
+    def image_base(folder: Path, first_relative: str, candidates: tuple[str, ...]) -> Path:
+        """The folder a split's relative paths start from: the first candidate under ``folder``
+        holding the split's first image (tools differ, e.g. NOAH's Stanford Cars lists omit
+        ``images/``); the first candidate when none does, so the error names the expected path.
+        """
+        for candidate in candidates:
+            if (folder / candidate / first_relative).is_file():
+                return folder / candidate
+        return folder / candidates[0]
+
+    @property
+    def class_subsets(self) -> dict[str, list[int]]:
+        """Test-set name -> the classes it covers, for sets that cover only some of them."""
+        return {}
+
+    # ------------------------------------------------------------------------ task and files
+    def _resolve_num_classes(self, num_classes: int | None) -> int:
+        known = self.tasks.get(self.task)
+        if known is None and (num_classes is None or not self.custom_tasks):
+            custom = (
+                "; for a custom task in the same layout also pass data.num_classes"
+                if self.custom_tasks
+                else ""
+            )
+            raise UserError(
+                f"unknown {self.display} task '{self.task}'; valid tasks: "
+                f"{', '.join(self.tasks)}{custom}"
+            )
+        if num_classes is None:
+            return known
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise UserError(f"data.num_classes must be a positive integer, got {num_classes!r}")
+        if known is not None and num_classes != known:
+            raise UserError(
+                f"{self.display} task '{self.task}' has {known} classes but "
+                f"data.num_classes={num_classes}; set data.num_classes={known} or leave it unset"
+            )
+        return num_classes
+
+    @property
+    def task_dir(self) -> Path:
+        """The task folder; ``root`` may be the folder above ``container`` or ``container``."""
+        if self._task_dir is None:
+            self._task_dir = self._find_task_dir()
+        return self._task_dir
+
+    def _find_task_dir(self) -> Path:
+        root = Path(self.root).expanduser()
+        if not root.is_dir():
+            raise UserError(
+                f"{self.display} root {root} does not exist; set data.root so that it contains "
+                f"{self.layout}"
+            )
+        candidates = [
+            folder / name
+            for folder in (root / self.container, root)
+            for name in self.task_folder_names()
+        ]
+        for candidate in candidates:
+            if candidate.is_dir():
+                return candidate
+        container = root / self.container if (root / self.container).is_dir() else root
+        present = sorted(p.name for p in container.iterdir() if p.is_dir())
+        shown = ", ".join(present[:30]) + (", ..." if len(present) > 30 else "")
+        raise UserError(
+            f"task folder for '{self.task}' not found at {candidates[0]}; folders present under "
+            f"{container}: {shown or 'none'}; check data.root and data.task ({self.layout})"
+        )
+
+    def samples(self, split: str) -> list[Sample]:
+        """A split's samples, read once; ``a+b`` is split ``a`` followed by split ``b``."""
+        if split not in self._samples:
+            parts = [self.read_split(part) for part in split.split("+")]
+            self._samples[split] = [sample for part in parts for sample in part]
+            if split == self.splits()["train"]:
+                self._check_coverage(split, self._samples[split])
+        return self._samples[split]
+
+    def _check_coverage(self, split: str, samples: list[Sample]) -> None:
+        seen = len({label for _, label in samples})
+        if seen == self.num_classes:
+            return
+        message = (
+            f"{self.display} {self.task}: training split {split} has samples of {seen} of the "
+            f"{self.num_classes} classes"
+        )
+        if self.train_covers_all_classes:
+            raise UserError(f"{message}; the list is incomplete or data.task names another set")
+        log.warning("%s; classes without a sample cannot be learnt", message)
+
+    # ------------------------------------------------------------------------------ datasets
+    @property
+    def _cached_size(self) -> int:
+        return round(self.img_size / CROP_RATIO) if self.crop else self.img_size
+
+    def _dataset(self, split: str, train: bool) -> CachedImageDataset:
+        # Pixels are keyed by split, so val and test share one decode when they are the same
+        # split, and repeated setup() calls (fit then test) are free.
+        if split not in self._pixels:
+            self._pixels[split] = build_dataset(
+                self.samples(split),
+                self._cached_size,
+                fit="shorter_side" if self.crop else "stretch",
+                budget=self._budget,
+                cache_dir=self.cache_dir,
+                threads=self.decode_threads,
+                name=f"{self.benchmark}/{self.task}/{split}",
+            )
+        key = (split, train and self.crop)
+        if key not in self._views:
+            pixels = self._pixels[split]
+            view = None
+            if self.crop:
+                view = (RandomCropFlip if train else CentreCrop)(self.img_size)
+            self._views[key] = CachedImageDataset(pixels.pixels, pixels.labels, view)
+        return self._views[key]
+
+    def dataset(self, role: str) -> CachedImageDataset:
+        """The dataset for ``role`` in {train, val, test} (test: the first test set)."""
+        if role == "test":
+            return self._dataset(next(iter(self.test_sets().values())), train=False)
+        return self._dataset(self.splits()[role], train=role == "train")
+
+    def test_datasets(self) -> dict[str, CachedImageDataset]:
+        return {name: self._dataset(split, False) for name, split in self.test_sets().items()}
+
+    @property
+    def test_set_names(self) -> list[str]:
+        return list(self.test_sets())
+
+    @property
+    def train_size(self) -> int:
+        """Number of training samples (reads the split's file only; no decoding)."""
+        return len(self.samples(self.splits()["train"]))
+
+    def describe(self) -> str:
+        """One line for the start-up log: task, protocol, what trains and what is tested."""
+        split = self.splits()
+        tests = ", ".join(
+            f"{name}={s} ({len(self.samples(s))})" for name, s in self.test_sets().items()
+        )
+        view = (
+            f"{self.img_size}px crops of {self._cached_size}px (random+flip for training)"
+            if self.crop
+            else f"{self.img_size}px, no augmentation"
+        )
+        return (
+            f"{self.benchmark}/{self.task} ({self.num_classes} classes) "
+            f"protocol={self.protocol}: train={split['train']} ({self.train_size}) "
+            f"val={split['val']} ({len(self.samples(split['val']))}) test: {tests}; {view}"
+        )
+
+    # ------------------------------------------------------------------------ Lightning hooks
+    def setup(self, stage: str | None = None) -> None:
+        for role in _STAGE_ROLES.get(stage, ("train", "val", "test")):
+            if role == "test":
+                self.test_datasets()
+            else:
+                self.dataset(role)
+
+    def _loader(self, dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
+        # No sampler here: under DDP Lightning swaps in a DistributedSampler itself.
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("train"), shuffle=True, drop_last=self.drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val"), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        loaders = [self._loader(d, shuffle=False) for d in self.test_datasets().values()]
+        return loaders[0] if len(loaders) == 1 else loaders
+
+    def predict_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self.test_dataloader()

@@ -1,0 +1,136 @@
+"""What a run folder records about itself beyond the metrics logs.
+
+- :class:`EpochSummary`, a Lightning callback, writes ``summary.csv``: one row per epoch (epoch,
+  step, lr, seconds, and every epoch-level train/val metric), so a single run is readable without
+  the per-step ``csv/metrics.csv`` and without any logger enabled.
+- :func:`provenance` returns what produced a result — git commit and dirty flag, package
+  versions, hardware — for ``results.json``, so a table row can be traced to its code and machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
+
+PACKAGES = ("torch", "torchvision", "lightning", "timm", "torchmetrics", "hydra-core", "numpy")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class EpochSummary(Callback):
+    """Writes ``path`` (a CSV) at the end of every training epoch; rank zero only.
+
+    The file is rewritten whole each epoch, so columns that appear late (validation every n
+    epochs) get a header, and a resumed run keeps the rows of the epochs it already finished.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.rows: list[dict] = []
+        self._started = 0.0
+        self._val: dict[str, float] = {}  # this epoch's validation (callback_metrics keep stale)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self.path.is_file() and trainer.current_epoch > 0:  # resumed: keep finished epochs
+            with self.path.open() as f:
+                self.rows = [
+                    row for row in csv.DictReader(f) if int(row["epoch"]) < trainer.current_epoch
+                ]
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._started = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._val = _epoch_metrics(trainer, "val/")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        row = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else "",
+            "seconds": round(time.perf_counter() - self._started, 3),
+        }
+        row |= _epoch_metrics(trainer, "train/") | self._val
+        self._val = {}
+        self.rows.append(row)
+        self._write()
+
+    def _write(self) -> None:
+        columns = list(dict.fromkeys(key for row in self.rows for key in row))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        with partial.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(self.rows)
+        partial.replace(self.path)
+
+
+def _epoch_metrics(trainer, prefix: str) -> dict[str, float]:
+    return {
+        name.removesuffix("_epoch"): float(value)
+        for name, value in sorted(trainer.callback_metrics.items())
+        if name.startswith(prefix) and not name.endswith("_step")
+    }
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance() -> dict:
+    """Code, packages and hardware of this process, as plain JSON-able values."""
+    import torch
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available()
+        else []
+    )
+    return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "python": sys.version.split()[0],
+        "packages": versions,
+        "hardware": {
+            "cpu": _cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "gpus": gpus,
+            "gpu_count": len(gpus),
+            "platform": platform.platform(),
+        },
+        "hostname": platform.node(),
+    }

@@ -1,0 +1,174 @@
+"""Every method through the real entry points: Hydra configs, Lightning training, src.eval."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from src.adapters import ADAPTERS, branch_modules, iter_blocks
+from src.data.synthetic import write_vtab_task
+from src.errors import UserError
+from src.eval import evaluate
+from src.train import build_finetuner, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_SWIN = (
+    "backbone=swin_base_patch4",
+    "backbone.name=swin_tiny_patch4_window7_224",
+    "backbone.kwargs={depths:[1,1,2,1],embed_dim:24,num_heads:[1,1,1,1],window_size:2}",
+    "backbone.drop_path=0.0",
+    "data.img_size=32",
+)
+# Keep the tiny runs quick: VPT's 50 prompts and VeRA's rank 256 are far larger than a 32-px ViT.
+SMALL = {
+    "vpt_deep": ["adapter.num_tokens=2"],
+    "vpt_shallow": ["adapter.num_tokens=2"],
+    "vera": ["adapter.rank=8"],
+}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_vtab_task(root, "toy", num_classes=3, n_train=16, n_val=8, n_test=8, img_size=32)
+    return root
+
+
+def test_a_field_sweeps_like_any_config_key(compose_cfg):
+    cfg = compose_cfg("adapter=adaptformer", "adapter.dim=4")
+    assert OmegaConf.to_container(cfg.adapter) == {
+        "name": "adaptformer",
+        "blocks": None,
+        "train_head": True,
+        "dim": 4,
+        "scale": 0.1,
+        "act": "relu",
+    }
+
+
+def test_hydra_refuses_a_field_the_method_does_not_have(compose_cfg):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="adapter.dim"):
+        compose_cfg("adapter=lora", "adapter.dim=4")
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("adapter=lora", "adapter.rank=four")  # typed: an int field
+
+
+def test_an_old_run_config_with_an_unknown_key_is_one_line():
+    with pytest.raises(UserError, match="adapter 'lora' has no field dim; its fields are"):
+        from src.adapters import make_config
+
+        make_config(OmegaConf.create({"name": "lora", "dim": 3}))
+
+
+def test_tiny_swin_from_the_command_line_runs_hierarchical_pace(compose_cfg):
+    cfg = compose_cfg(*TINY_SWIN, "adapter=lora_add", "pace.schedule=hierarchical", "sigma=0.7")
+    model = build_finetuner(cfg, num_classes=3).model
+    blocks = iter_blocks(model)
+    assert len(blocks) == 5
+    first = sorted({m.branch_noise.sigma for _, m in branch_modules(blocks[0])})
+    assert first == [pytest.approx(0.7)]  # block 0 is perturbed under this schedule
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["none", "pace", "fast"])
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_every_method_trains_and_eval_reproduces_it(compose_cfg, data_root, name, mode):
+    cfg = compose_cfg(
+        "debug=tiny",
+        f"adapter={name}",
+        *SMALL.get(name, []),
+        f"pace={mode}",
+        f"data.root={data_root}",
+        "data.task=toy",
+        "data.num_classes=3",
+        "data.batch_size=8",
+        "trainer.max_epochs=1",
+        "callbacks.progress_bar=null",
+        "trainer.enable_model_summary=false",
+    )
+    metrics = train(cfg)
+    results = json.loads(Path(cfg.paths.output_dir, "results.json").read_text())
+    assert results["adapter_config"]["name"] == name
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    if mode == "pace":
+        evaluated = evaluate(compose_cfg(f"run_dir={cfg.paths.output_dir}", config_name="eval"))
+        assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_glob_multirun_trains_every_method(tmp_path, data_root):
+    cmd = [
+        sys.executable,
+        "-m",
+        "src.train",
+        "-m",
+        "debug=tiny",  # debug=fast has no logger, which its LearningRateMonitor refuses
+        "adapter=glob(*)",
+        "backbone.kwargs={depth:2}",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        f"data.root={data_root}",
+        "data.task=toy",
+        "data.num_classes=3",
+        "callbacks.progress_bar=null",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = {
+        json.loads(p.read_text())["adapter"] for p in (tmp_path / "sweep").glob("*/results.json")
+    }
+    assert done == set(ADAPTERS)
+
+
+@pytest.mark.slow
+def test_grft_resume_restores_the_selection_without_a_second_pass(
+    compose_cfg, data_root, tmp_path, capfd
+):
+    from omegaconf import open_dict
+    from safetensors.torch import load_file
+
+    from tests.test_train import CrashMidEpoch, SimulatedCrash
+
+    overrides = (
+        "debug=tiny",
+        "adapter=grft",
+        "adapter.budget=0.01",
+        f"data.root={data_root}",
+        "data.task=toy",
+        "data.num_classes=3",
+        "data.batch_size=8",
+        "trainer.max_epochs=3",
+        "callbacks.progress_bar=null",
+        "test=false",
+        "pace=pace",
+    )
+
+    def run(folder, *extra, crash=False):
+        cfg = compose_cfg(*overrides, *extra)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / folder)
+            if crash:
+                cfg.callbacks.crash = {"_target_": "tests.test_train.CrashMidEpoch", "epoch": 1}
+        return train(cfg)
+
+    run("straight")
+    with pytest.raises(SimulatedCrash):
+        run("resumed", crash=True)
+    assert CrashMidEpoch  # the callback the crash config names
+    capfd.readouterr()
+    run("resumed", "ckpt_path=last")
+    assert "GRFT scoring" not in capfd.readouterr().err  # restored from last.ckpt, not re-scored
+    a = load_file(str(tmp_path / "straight" / "adapter.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter.safetensors"))
+    assert a.keys() == b.keys() and any(k.endswith(".rows") for k in a)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)

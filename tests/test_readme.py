@@ -1,0 +1,239 @@
+"""The README's commands, run as a user types them.
+
+Every shell command in the README's fenced ``bash`` blocks, and every make target in its table,
+runs here as a real process in a sandbox folder that holds tiny VTAB-1k tasks under the real task
+names. Commands keep every override the README gives; the test only appends what makes them
+small (a tiny ViT at 32 px, one epoch, two batches). A command that no runner below understands
+fails the test: a new README command needs a way to be checked.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from src.data.synthetic import write_vtab_task
+from src.data.tables import VTAB_TASKS
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+# Appended to every `src.train` command: the README's own overrides stay, only the size shrinks.
+TINY = (
+    "debug=tiny",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "extras.print_config=false",
+)
+# Every VTAB-1k task under its real name and class count (the README sweeps all 19).
+FIXTURE_TASKS = VTAB_TASKS
+# Make targets with their own tests, or that this very test is part of.
+MAKE_COVERED_ELSEWHERE = {
+    "test": "it is the command running this test",
+    "test-fast": "a subset of `make test`, which is running this test",
+}
+# Make targets that need the demo's assets (a Debian package and a PyPI wheel).
+DEMO_TARGETS = ("demo-data", "backbone", "demo")
+PLACEHOLDER = re.compile(r"<[a-z_ ]+>")
+
+
+def readme_commands() -> list[str]:
+    """Shell commands of the README's ```bash blocks (continuations joined, comments dropped)."""
+    commands, in_block, pending = [], False, ""
+    for line in README.read_text().splitlines():
+        if line.startswith("```"):
+            in_block = line.strip() in ("```bash", "```sh", "```shell") and not in_block
+            continue
+        if not in_block:
+            continue
+        line = pending + line.strip()
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        pending = ""
+        words = shlex.split(line, comments=True)
+        if words:
+            commands.append(shlex.join(words))
+    return commands
+
+
+def readme_make_targets() -> list[str]:
+    """Targets listed in the README's make-target table (`| `make X` | … |`)."""
+    return re.findall(r"^\| `make ([a-z-]+)`", README.read_text(), flags=re.M)
+
+
+def makefile_targets() -> list[str]:
+    return re.findall(r"^([a-z][a-z-]*):.*##", (ROOT / "Makefile").read_text(), flags=re.M)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory) -> Path:
+    """A user's project folder: data/vtab-1k/<task>/ for every VTAB-1k task, nothing else."""
+    home = tmp_path_factory.mktemp("sandbox")
+    for task, classes in FIXTURE_TASKS.items():
+        write_vtab_task(
+            home / "data", task, num_classes=classes, n_train=24, n_val=8, n_test=8, img_size=32
+        )
+    return home
+
+
+def run(words: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    env.pop("PROJECT_ROOT", None)
+    proc = subprocess.run(words, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (
+        f"`{shlex.join(words)}` exited {proc.returncode}\n{proc.stdout[-3000:]}\n"
+        f"{proc.stderr[-3000:]}"
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return proc
+
+
+def newest(folder: Path) -> Path:
+    folders = sorted(p for p in folder.iterdir() if p.is_dir())
+    assert folders, f"nothing in {folder}"
+    return folders[-1]
+
+
+def fill_placeholders(words: list[str], sandbox: Path) -> list[str]:
+    """`logs/train/runs/<time>` → the newest such folder the earlier commands made."""
+    filled = []
+    for word in words:
+        if PLACEHOLDER.search(word):
+            prefix = PLACEHOLDER.split(word)[0].split("=")[-1]
+            found = newest(sandbox / prefix)
+            word = word.replace(prefix + PLACEHOLDER.search(word).group(0), str(found))
+        filled.append(word)
+    return filled
+
+
+def job_folders(sweep: Path) -> list[Path]:
+    return sorted(p.parent for p in sweep.glob("*/results.json"))
+
+
+def sweep_size(override: str) -> int:
+    """Jobs a sweep override expands to: `a,b,c` → 3; `task=glob(vtab_*)` → matching options."""
+    key, value = override.split("=", 1)
+    glob = re.fullmatch(r"glob\((.*)\)", value)
+    if glob:
+        return len(list((ROOT / "conf" / key).glob(f"{glob.group(1)}.yaml")))
+    return len(value.split(","))
+
+
+def check_python_command(command: str, sandbox: Path) -> None:
+    words = shlex.split(command)
+    assert Path(words[0]).name in ("python", "python3"), command
+    module = words[2]
+    words = [sys.executable, *fill_placeholders(words[1:], sandbox)]
+    logs = sandbox / "logs"
+    if module == "src.train":
+        started = time.time()
+        # Hydra's parser takes overrides before its flags: append TINY before `-m`.
+        flags = [w for w in words[3:] if w.startswith("-")]
+        overrides = [w for w in words[3:] if not w.startswith("-")]
+        proc = run([*words[:3], *overrides, *TINY, *flags], sandbox)
+        made = [p for p in logs.rglob("results.json") if p.stat().st_mtime >= started]
+        if {"-m", "--multirun"} & set(words[3:]):
+            sweep = newest(logs / "train" / "multiruns")
+            expected = math.prod(sweep_size(w) for w in words[3:] if "=" in w)
+            assert len(job_folders(sweep)) == expected, proc.stderr[-2000:]
+        else:
+            assert len(made) == 1, proc.stderr[-2000:]
+        assert "run folder:" in proc.stderr
+    elif module == "src.eval":
+        proc = run(words, sandbox)
+        assert "test/acc" in proc.stdout + proc.stderr
+    elif module == "src.data.check":
+        proc = run(words, sandbox)
+        assert "cifar" in proc.stdout
+    elif module == "src.report":
+        proc = run(words, sandbox)
+        assert "pace" in proc.stdout.lower()
+    elif module == "src.plots":
+        run(words, sandbox)
+        out = words[words.index("--out") + 1] if "--out" in words else None
+        assert out is None or (sandbox / out).is_file()
+    else:
+        pytest.fail(f"README command `{command}`: tests/test_readme.py has no runner for {module}")
+
+
+def make(target: str, sandbox: Path, *variables: str) -> subprocess.CompletedProcess:
+    venv = Path(sys.prefix)
+    return run(["make", "-f", str(ROOT / "Makefile"), f"VENV={venv}", target, *variables], sandbox)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", readme_commands())
+def test_readme_command(command, sandbox):
+    words = shlex.split(command)
+    if words[0] == "make":
+        assert words[1] in readme_make_targets(), f"`{command}` is missing from the make table"
+        pytest.skip(f"runs as test_make_target[{words[1]}]")
+    elif "hydra/launcher=slurm" in words:
+        pytest.skip("runs on the local SLURM cluster in tests/test_slurm.py")
+    else:
+        check_python_command(command, sandbox)
+
+
+def test_readme_lists_every_make_target():
+    assert sorted(readme_make_targets()) == sorted(makefile_targets())
+
+
+def test_readme_has_commands_to_check():
+    commands = readme_commands()
+    assert any(c.endswith(" -m") and "src.train" in c for c in commands), commands
+    assert any("src.eval" in c for c in commands) and any("src.report" in c for c in commands)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "target", [t for t in readme_make_targets() if t not in MAKE_COVERED_ELSEWHERE]
+)
+def test_make_target(target, sandbox):
+    if target == "help":
+        shown = make("help", sandbox).stdout
+        assert all(f"make {t}" in shown for t in makefile_targets())
+    elif target == "install":
+        make("install", sandbox)
+    elif target == "lint":
+        make("lint", sandbox)
+    elif target == "train":
+        make("train", sandbox, "RUN_ARGS=" + " ".join(TINY[1:]))
+        assert list((sandbox / "logs" / "train" / "runs").glob("*/results.json"))
+    elif target == "check-data":
+        assert "cifar" in make("check-data", sandbox).stdout
+    elif target == "clean":
+        (sandbox / "logs" / "stale").mkdir(parents=True, exist_ok=True)
+        make("clean", sandbox)
+        assert not (sandbox / "logs").exists() and (sandbox / "data").is_dir()
+    elif target in DEMO_TARGETS:
+        demo_target(target, sandbox)
+    else:
+        pytest.fail(f"make {target}: tests/test_readme.py has no check for it")
+
+
+def demo_target(target: str, sandbox: Path) -> None:
+    """The demo's targets, at the size of a test: real assets, two batches of real training."""
+    if not Path("/usr/share/datasets/fashion-mnist").is_dir() and os.geteuid() != 0:
+        pytest.skip("make demo-data installs Debian's dataset-fashion-mnist, which needs root")
+    if target == "demo-data":
+        make("demo-data", sandbox)
+        assert (sandbox / "data" / "vtab-1k" / "fashion_mnist" / "train800val200.txt").is_file()
+    elif target == "backbone":
+        make("backbone", sandbox)
+        assert list((sandbox / "checkpoints").glob("*.safetensors"))
+    else:
+        demo_dir = sandbox / "logs" / "demo" / "readme"
+        proc = make("demo", sandbox, f"DEMO_DIR={demo_dir}", "RUN_ARGS=" + " ".join(TINY[1:]))
+        assert len(job_folders(demo_dir)) == 2
+        assert "PACE" in proc.stdout or "pace" in proc.stdout
