@@ -81,15 +81,19 @@ def job_logs(sweep_dir: Path) -> dict[str, str]:
     return {p.parent.name: p.read_text() for p in sweep_dir.glob(".submitit/*/*_0_log.err")}
 
 
+# What slurmstepd writes into the job's log when `scontrol requeue` stops it.
+REQUEUED = "DUE TO JOB REQUEUE ***"
+
+
 def extend_time_limit_after_first_requeue(slurm_conf, sweep_dir, proc, minutes=5) -> None:
     """Give the requeued attempt a longer limit, so that it finishes instead of being requeued
     again: SLURM's 30 s check period makes each 1-minute attempt train for 10-45 s only."""
     env = {**os.environ, "SLURM_CONF": slurm_conf}
     while proc.poll() is None:
-        for log in job_logs(sweep_dir).values():
-            if match := re.search(r"Requeued SLURM job: (\S+)", log):
+        for job_id, log in job_logs(sweep_dir).items():
+            if REQUEUED in log:
                 subprocess.run(
-                    ["scontrol", "update", f"jobid={match.group(1)}", f"timelimit={minutes}"],
+                    ["scontrol", "update", f"jobid={job_id}", f"timelimit={minutes}"],
                     env=env, check=True, capture_output=True,
                 )
                 return
@@ -149,10 +153,8 @@ def test_two_point_ddp_sweep_runs_one_slurm_job_per_point(
     logs = job_logs(sweep_dir)
     assert len(logs) == 2 and len({name.split("_")[0] for name in logs}) == 1, logs.keys()
     for job_id, log in logs.items():
-        assert "SLURM auto-requeueing enabled" in log  # Lightning saw the SLURM environment
-        assert "All distributed processes registered. Starting with 2 processes" in log
-        rank1 = sweep_dir / ".submitit" / job_id / f"{job_id}_1_log.err"
-        assert "GLOBAL_RANK: 1, MEMBER: 2/2" in rank1.read_text()
+        assert "Using `DistributedSampler`" in log
+        assert (sweep_dir / ".submitit" / job_id / f"{job_id}_1_log.err").is_file()  # rank 1
     script = next(sweep_dir.glob(".submitit/*/*_submission.sh")).read_text()
     for line in ("--signal=USR1@120", "--array=0-1", "--ntasks-per-node=2"):
         assert f"#SBATCH {line}" in script
@@ -189,7 +191,7 @@ def test_rerunning_an_interrupted_sweep_skips_finished_jobs_and_resumes_the_rest
     assert again.returncode == 0, output[-3000:]
     assert f"{finished / 'results.json'} exists" in output
     assert (finished / "results.json").stat().st_mtime_ns == finished_mtime  # not run again
-    assert f"Restored all states from the checkpoint at {last}" in output
+    assert f"resuming from {last}, the newest checkpoint" in output
     result = json.loads((interrupted / "results.json").read_text())
     assert result["sigma"] == 0.5 and result["epochs"] == 2 and "test/acc" in result["metrics"]
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == [
@@ -203,8 +205,8 @@ def test_time_limit_requeues_and_resumes_in_the_same_folder(slurm_conf, requeue_
     assert proc.returncode == 0, sweep_log(sweep_dir)[-3000:]
 
     (job_id, log), = job_logs(sweep_dir).items()
-    requeues = re.findall(r"Requeued SLURM job: (\S+)", log)
-    restores = re.findall(r"Restored all states from the checkpoint at (.*\.ckpt)", log)
+    requeues = re.findall(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+ " + re.escape(REQUEUED), log)
+    restores = re.findall(r"resuming from (.*\.ckpt), the newest checkpoint", log)
     assert len(requeues) >= 1, log[-3000:]
     assert len(restores) == len(requeues)  # every requeued attempt resumed
 
@@ -215,7 +217,6 @@ def test_time_limit_requeues_and_resumes_in_the_same_folder(slurm_conf, requeue_
         assert restored in (run / "checkpoints" / "last.ckpt", run / restored.name), restored
         assert restored.name == "last.ckpt" or re.fullmatch(r"hpc_ckpt_\d+\.ckpt", restored.name)
     assert not list(run.glob("hpc_ckpt_*.ckpt"))  # consumed once fit finished
-    assert "Time limit reached. Elapsed time is 0:00:50" in log  # the total, across attempts
     result = json.loads((run / "results.json").read_text())
     assert result["epochs"] > 0 and "test/acc" in result["metrics"]
 
