@@ -51,7 +51,7 @@ DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 demo: demo-data backbone ## fresh machine -> real PACE vs baseline fine-tune of a pre-trained ViT, offline
 	$(PY) -m src.train experiment=demo pace=none,pace \
-	  hydra.sweep.dir=$(DEMO_DIR) -m $(RUN_ARGS)
+	  hydra.sweep.dir=$(DEMO_DIR) $(RUN_ARGS) -m
 	@echo; echo "Results ($(DEMO_DIR)):"; $(PY) -m src.report $(DEMO_DIR)
 
 demo-data: install ## Fashion-MNIST (Debian package) -> data/vtab-1k/fashion_mnist in VTAB-1k layout
