@@ -189,7 +189,10 @@ def _recipe(benchmark: str, task: str) -> dict:
         for key, value in entry.items():
             if key.startswith("override /") and key != "override /data":
                 flat[f"{key.removeprefix('override /')}.name"] = value
-    return flat | flatten(tree)
+    flat |= flatten(tree)
+    if "paper_rank" in flat:  # the paper's adapters read their rank from it
+        flat["adapter.rank"] = flat["paper_rank"]
+    return flat
 
 
 def row_key(run: Run) -> tuple:

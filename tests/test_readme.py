@@ -87,8 +87,10 @@ def sandbox(tmp_path_factory) -> Path:
     return home
 
 
-def run(words: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+def run(
+    words: list[str], cwd: Path, timeout: int = 900, **extra_env: str
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **extra_env}
     env.pop("PROJECT_ROOT", None)
     proc = subprocess.run(words, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, (
@@ -130,7 +132,7 @@ def sweep_size(override: str) -> int:
     return len(value.split(","))
 
 
-def check_python_command(command: str, sandbox: Path) -> None:
+def check_python_command(command: str, sandbox: Path, **env: str) -> None:
     words = shlex.split(command)
     assert Path(words[0]).name in ("python", "python3"), command
     module = words[2]
@@ -141,7 +143,7 @@ def check_python_command(command: str, sandbox: Path) -> None:
         # Hydra's parser takes overrides before its flags: append TINY before `-m`.
         flags = [w for w in words[3:] if w.startswith("-")]
         overrides = [w for w in words[3:] if not w.startswith("-")]
-        proc = run([*words[:3], *overrides, *TINY, *flags], sandbox)
+        proc = run([*words[:3], *overrides, *TINY, *flags], sandbox, **env)
         made = [p for p in logs.rglob("results.json") if p.stat().st_mtime >= started]
         if {"-m", "--multirun"} & set(words[3:]):
             sweep = newest(logs / "train" / "multiruns")
@@ -174,13 +176,14 @@ def make(target: str, sandbox: Path, *variables: str) -> subprocess.CompletedPro
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", readme_commands())
-def test_readme_command(command, sandbox):
+def test_readme_command(command, sandbox, request):
     words = shlex.split(command)
     if words[0] == "make":
         assert words[1] in readme_make_targets(), f"`{command}` is missing from the make table"
         pytest.skip(f"runs as test_make_target[{words[1]}]")
-    elif "hydra/launcher=slurm" in words:
-        pytest.skip("runs on the local SLURM cluster in tests/test_slurm.py")
+    elif any(w.startswith("hydra/launcher=slurm") for w in words):
+        # Submitted to the one-node SLURM cluster this machine runs (tools/slurm/up.sh).
+        check_python_command(command, sandbox, SLURM_CONF=request.getfixturevalue("slurm_conf"))
     else:
         check_python_command(command, sandbox)
 

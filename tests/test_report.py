@@ -48,7 +48,7 @@ def recipe(task):
     """The paper recipe's values for a VTAB task, so the runs below match it."""
     cfg = OmegaConf.load(f"conf/task/vtab_{task}.yaml")
     adapter = next(v for d in cfg.defaults for k, v in d.items() if k == "override /adapter")
-    return {"adapter__name": adapter, "adapter__rank": cfg.adapter.rank,
+    return {"adapter__name": adapter, "adapter__rank": cfg.paper_rank,
             "optim__lr": cfg.optim.lr, "optim__weight_decay": cfg.optim.weight_decay}
 
 
