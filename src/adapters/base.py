@@ -22,50 +22,22 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.func import functional_call
 from torch.nn.utils import parametrize
 
+from src.adapters.configs import (  # noqa: F401  (re-exported: the contract's config types)
+    BLOCK_LINEARS,
+    AdapterConfig,
+    LinearSitesConfig,
+    store_schema,
+)
 from src.errors import UserError, check_choice
-
-# The linear layers of a timm ViT/Swin block ("every linear layer of every block" in the paper).
-BLOCK_LINEARS = ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"]
-
-
-@dataclass
-class AdapterConfig:
-    """Knobs every method has; each method's subclass adds its own, with defaults stated once.
-
-    ``conf/adapter/<name>.yaml`` composes this dataclass (registered with Hydra's ConfigStore as
-    ``adapter_schema/<name>``), so ``adapter.<field>=...`` works for any field a method has and an
-    unknown key is refused.
-    """
-
-    name: str = ""
-    blocks: list[int] | None = None  # adapt only these blocks (depth order); null = every block
-    train_head: bool = True  # the new classification head trains fully (as in the paper)
-
-    def validate(self) -> None:
-        """Raise a UserError for a value the method cannot use."""
-
-    def require_positive(self, *names: str) -> None:
-        for key in names:
-            value = getattr(self, key)
-            if not isinstance(value, int | float) or value <= 0:
-                raise UserError(f"adapter.{key} must be positive for '{self.name}', got {value}")
-
-
-@dataclass
-class LinearSitesConfig(AdapterConfig):
-    """For methods that act on block linears: which ones (suffixes of their names in a block)."""
-
-    targets: list[str] = field(default_factory=lambda: list(BLOCK_LINEARS))
 
 
 class BranchModule(nn.Module):
@@ -220,6 +192,8 @@ class Method:
 
 
 ADAPTERS: dict[str, Method] = {}
+# The family files, each registering its methods when imported.
+FAMILIES = ("bottleneck", "full", "glora", "lora", "scale_shift", "sparse", "vera", "vpt")
 
 
 def register_adapter(name: str, config: type[AdapterConfig]):
@@ -229,11 +203,20 @@ def register_adapter(name: str, config: type[AdapterConfig]):
         if name in ADAPTERS:
             raise ValueError(f"adapter '{name}' registered twice")
         ADAPTERS[name] = Method(name, config, impl)
-        # conf/adapter/<name>.yaml starts from this node, so Hydra knows every field and type.
-        ConfigStore.instance().store(group="adapter_schema", name=name, node=config(name=name))
+        # The project's methods are stored already (src/adapters/configs.py, torch-free); this
+        # makes a method defined elsewhere composable too once its module is imported.
+        store_schema(name, config)
         return impl
 
     return decorator
+
+
+def load_methods() -> None:
+    """Import every family file, so that ``ADAPTERS`` holds every method of the project."""
+    import importlib
+
+    for family in FAMILIES:
+        importlib.import_module(f"src.adapters.{family}")
 
 
 def make_config(adapter: str | Mapping | AdapterConfig, **overrides) -> AdapterConfig:
@@ -251,6 +234,7 @@ def make_config(adapter: str | Mapping | AdapterConfig, **overrides) -> AdapterC
         fields = dict(raw)
     fields.update(overrides)
     name = fields.get("name")
+    load_methods()
     check_choice("adapter", str(name), ADAPTERS)
     cls = ADAPTERS[name].config
     known = [f.name for f in dataclasses.fields(cls)]

@@ -19,46 +19,13 @@ paper's names D_W, U_W, D_P, U_P, δb, so saved adapters stay loadable):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.adapters.base import AdaptedLinear, LinearSitesConfig, register_adapter
-from src.errors import UserError
-
-PATH_KINDS = ("lora", "vector", "scalar", "none")
-PATHS = "abcde"
-
-
-@dataclass
-class RankConfig(LinearSitesConfig):
-    rank: int = 10
-
-    def validate(self) -> None:
-        if not isinstance(self.rank, int) or self.rank < 1:
-            raise UserError(f"adapter.rank must be a positive integer, got {self.rank}")
-
-
-@dataclass
-class GLoRAConfig(RankConfig):
-    # The GLoRA paper searches these per layer; here one choice applies to every target linear.
-    rank: int = 4
-    a: str = "lora"
-    b: str = "lora"
-    c: str = "lora"
-    d: str = "vector"
-    e: str = "vector"
-
-    def validate(self) -> None:
-        super().validate()
-        for path in PATHS:
-            kinds = PATH_KINDS if path in "abc" else ("vector", "scalar", "none")
-            if getattr(self, path) not in kinds:
-                raise UserError(
-                    f"adapter.{path} must be one of {', '.join(kinds)}, got {getattr(self, path)}"
-                )
+from src.adapters.base import AdaptedLinear, register_adapter
+from src.adapters.configs import GLORA_PATHS as PATHS
+from src.adapters.configs import GLoRAConfig, RankConfig
 
 
 def _zeros(*shape: int) -> nn.Parameter:
