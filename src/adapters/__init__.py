@@ -31,6 +31,7 @@ _LAZY = {
     "make_config": "base",
     "register_adapter": "base",
     "set_branches_enabled": "base",
+    "use_fused_paths": "base",
     "calibrate": "calibration",
     "calibrate_adapters": "calibration",
     "restore_selection": "calibration",

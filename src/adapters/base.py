@@ -37,6 +37,7 @@ from src.adapters.configs import (  # noqa: F401  (re-exported: the contract's c
     LinearSitesConfig,
     store_schema,
 )
+from src.adapters.fused import dense_noisy_linear
 from src.errors import UserError, check_choice
 
 
@@ -61,6 +62,9 @@ class BranchModule(nn.Module):
         self.branch_enabled = True
         # Use the merged parameters whenever no noise is active; False forces the two paths.
         self.merge = True
+        # Noisy passes take the fused path (noisy_forward); False keeps the plain computation
+        # h0 + noise(Δh), the oracle the fused paths are tested against.
+        self.fused = True
 
     def branch(self, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
         """Δh, given the site's input ``x`` and the frozen output ``h0``; may broadcast to h0."""
@@ -87,9 +91,18 @@ class BranchModule(nn.Module):
         noisy = noise is not None and noise.is_active()
         if self.mergeable and self.merge and not noisy:
             return self.merged_forward(x, self.merged_delta())
+        if noisy and self.fused:
+            return self.noisy_forward(x, noise)
         h0 = self.base(x)
         delta_h = self.branch(x, h0).expand_as(h0)
         return h0 + (noise(delta_h) if noisy else delta_h)
+
+    def noisy_forward(self, x: torch.Tensor, noise: nn.Module) -> torch.Tensor:
+        """``h0 + z ⊙ Δh`` with ``z = noise.draw(shape, dtype, device)``, in one fused
+        multiply-add: no broadcast copy of Δh and no separate ``z ⊙ Δh`` temporary."""
+        h0 = self.base(x)
+        z = noise.draw(h0.shape, h0.dtype, h0.device)
+        return torch.addcmul(h0, self.branch(x, h0), z)
 
     @classmethod
     def sites(cls, model: nn.Module, config: AdapterConfig) -> list[tuple[str, nn.Module]]:
@@ -171,6 +184,24 @@ class AdaptedLinear(BranchModule):
 
     def branch(self, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
         return F.linear(x, *self.delta_weight_and_bias())
+
+    def dense_delta(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(ΔW, Δb) when Δh is the dense ``x·ΔWᵀ + Δb`` — the noisy pass then stacks it with
+        h0 into one GEMM (``src/adapters/fused.py``); None for a method with its own cheaper
+        branch (low-rank factors, a bias shift)."""
+        if type(self).branch is not AdaptedLinear.branch:
+            return None
+        return self.delta_weight_and_bias()
+
+    def noisy_forward(self, x: torch.Tensor, noise: nn.Module) -> torch.Tensor:
+        dense = self.dense_delta()
+        if dense is None:
+            return super().noisy_forward(x, noise)
+        z = noise.draw(x.shape[:-1] + (self.out_features,), x.dtype, x.device)
+        if z.dtype != x.dtype:  # float32 noise on a low-precision branch promotes the output
+            h0 = self.base(x)
+            return torch.addcmul(h0, F.linear(x, *dense), z)
+        return dense_noisy_linear(x, self.base.weight, self.base_bias(), *dense, z)
 
     @classmethod
     def sites(cls, model: nn.Module, config: LinearSitesConfig) -> list[tuple[str, nn.Module]]:
@@ -304,6 +335,12 @@ def set_trainable(model: nn.Module) -> None:
     trainable = declared_trainable(model)
     for name, param in model.named_parameters():
         param.requires_grad_(name in trainable)
+
+
+def use_fused_paths(model: nn.Module, enabled: bool = True) -> None:
+    """Fused noisy passes (the default) or the plain ``h0 + noise(Δh)`` they are tested against."""
+    for _, module in branch_modules(model):
+        module.fused = enabled
 
 
 def set_branches_enabled(model: nn.Module, enabled: bool) -> None:

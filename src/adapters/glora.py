@@ -102,6 +102,10 @@ class GLoRA(AdaptedLinear):
     def delta_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.delta_weight(), self.delta_bias()
 
+    def dense_delta(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        cheap = self.paths["a"] == "none" and self.paths["b"] in ("none", "lora")
+        return None if cheap else self.delta_weight_and_bias()
+
     def branch(self, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
         if self.paths["a"] == "none" and self.paths["b"] == "none":
             return self.delta_bias()  # input-independent: a bias shift that broadcasts
