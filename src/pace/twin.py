@@ -30,12 +30,15 @@ def first_noisy_block(model: nn.Module) -> nn.Module | None:
     ``src.pace.noise.attach_noise`` does); a noisy branch outside every block before the first
     noisy block (e.g. at the patch embedding under another schedule) means nothing is shared.
     """
+    first = next((m for m in model.modules() if _noisy(m)), None)
+    if first is None:  # no noise at all: σ = 0, evaluation, or no branches
+        return None
     blocks = {id(block) for block in iter_blocks(model)}
     current_block = None
     for module in model.modules():
         if id(module) in blocks:
             current_block = module
-        elif _noisy(module):
+        elif module is first:
             inside = current_block is not None and any(m is module for m in current_block.modules())
             return current_block if inside else None
     return None
