@@ -7,11 +7,14 @@ fewer passes over the activations:
 - forward: one GEMM of ``x`` with ``[W0; ΔW]`` (bias ``[b0; Δb]`` fused), then one fused
   multiply-add ``h0 + z ⊙ Δh`` into the output — no activation-sized temporaries besides the
   stacked product;
-- backward: one GEMM of the stacked gradient ``[g, g ⊙ z]`` with ``[W0; ΔW]`` for ``∂x``, and one
-  of ``(g ⊙ z)ᵀ x`` for ``∂ΔW`` (``∂Δb`` is its sum). W0 and b0 are frozen; ``z`` carries no
-  gradient (the noise is drawn without one).
+- backward: ``∂x = g W0 + (g ⊙ z) ΔW`` accumulated into one buffer (``addmm``), and
+  ``∂ΔW = (g ⊙ z)ᵀ x`` (``∂Δb`` is its sum). W0 and b0 are frozen; ``z`` carries no gradient
+  (the noise is drawn without one).
 
-Only ``x``, ``z`` and the stacked weight (parameter-sized) are kept for backward. The plain
+The stacked-gradient alternative for ``∂x`` (one GEMM of ``[g, g ⊙ z]`` with ``[W0; ΔW]``)
+was measured no faster on a 2-core CPU (ViT-S/16 shapes, docs/bench.md): it needs an
+activation-sized ``[g, g ⊙ z]`` buffer and the stacked weight kept for backward (a copy of W0
+per layer). Only ``x``, ``z``, W0 (the parameter itself) and ΔW are kept here. The plain
 two-path computation in ``BranchModule.forward`` stays as the oracle this is tested against
 (``tests/test_fast_paths.py``).
 """
@@ -26,34 +29,31 @@ class DenseNoisyLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, delta_weight, delta_bias, z):
         out_features = weight.shape[0]
-        stacked_weight = torch.cat([weight, delta_weight])
-        stacked = F.linear(x, stacked_weight, torch.cat([bias, delta_bias]))
+        stacked = F.linear(x, torch.cat([weight, delta_weight]), torch.cat([bias, delta_bias]))
         h0, delta_h = stacked.split(out_features, dim=-1)
-        ctx.save_for_backward(x, stacked_weight, z)
+        # W0 is a parameter (no copy); ΔW is what the plain path's matmul keeps too.
+        ctx.save_for_backward(x, weight, delta_weight, z)
         return torch.addcmul(h0, delta_h, z)
 
     @staticmethod
     def backward(ctx, grad):
-        x, stacked_weight, z = ctx.saved_tensors
+        x, weight, delta_weight, z = ctx.saved_tensors
         need_x, need_w, need_b, need_dw, need_db, _ = ctx.needs_input_grad
         out_features = grad.shape[-1]
-        # [g, g ⊙ z] in one buffer: its right half is the gradient of Δh's pre-noise output.
-        stacked_grad = grad.new_empty(grad.shape[:-1] + (2 * out_features,))
-        stacked_grad[..., :out_features] = grad
-        grad_delta_h = stacked_grad[..., out_features:]
-        torch.mul(grad, z, out=grad_delta_h)
+        rows = grad.reshape(-1, out_features)
+        noisy_rows = (grad * z).reshape(-1, out_features)  # ∂/∂Δh = g ⊙ z
+        x_rows = x.reshape(-1, x.shape[-1])
         grad_x = grad_w = grad_b = grad_dw = grad_db = None
-        if need_x:
-            grad_x = stacked_grad @ stacked_weight
-        rows = grad_delta_h.reshape(-1, out_features)
+        if need_x:  # g W0 + (g ⊙ z) ΔW, accumulated into one buffer
+            grad_x = torch.addmm(rows @ weight, noisy_rows, delta_weight).view(x.shape)
         if need_dw:
-            grad_dw = rows.t() @ x.reshape(-1, x.shape[-1])
+            grad_dw = noisy_rows.t() @ x_rows
         if need_db:
-            grad_db = rows.sum(0)
+            grad_db = noisy_rows.sum(0)
         if need_w:  # only when W0 is trained, which no method does; kept for completeness
-            grad_w = grad.reshape(-1, out_features).t() @ x.reshape(-1, x.shape[-1])
+            grad_w = rows.t() @ x_rows
         if need_b:
-            grad_b = grad.reshape(-1, out_features).sum(0)
+            grad_b = rows.sum(0)
         return grad_x, grad_w, grad_b, grad_dw, grad_db, None
 
 
