@@ -138,3 +138,9 @@ def test_nothing_is_shared_when_block_zero_is_noisy():
     assert first_noisy_block(model.train()) is None  # σ = 0: no noise anywhere
     assert first_noisy_block(hierarchical.train()) is hierarchical.blocks[0]
     assert first_noisy_block(hierarchical.eval()) is None
+
+
+def test_vpt_deep_splits_at_its_first_noisy_prompted_block():
+    model = inject(tiny_vit(depth=3), "vpt_deep", num_tokens=2)
+    build_regulariser(model, "pace", sigma=1.0)
+    assert first_noisy_block(model.train()) is model.blocks[1]

@@ -38,6 +38,8 @@ def first_noisy_block(model: nn.Module) -> nn.Module | None:
     for module in model.modules():
         if id(module) in blocks:
             current_block = module
+            if module is first:  # the block is itself the branch (VPT-Deep's prompted block)
+                return module
         elif module is first:
             inside = current_block is not None and any(m is module for m in current_block.modules())
             return current_block if inside else None
