@@ -2,6 +2,7 @@
 (timings themselves are never asserted)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,8 @@ def check_outputs(out: Path, adapters: list[str], modes: list[str], memory: bool
             assert (row["memory_ratio"] == 1.0) == memory
         if not row["grad_norm"]:
             assert (row["memory_added_mb"] is not None) == memory
-    assert {r["mode"]: r["paper_time_ratio"] for r in main_rows}["pace"] == pytest.approx(53 / 29)
+    for row in main_rows:  # the paper's Table 9 beside each mode (pace: 53 / 29 min)
+        assert row["paper_time_ratio"] == {"none": 1, "pace": 53 / 29}.get(row["mode"], 1)
     assert set(result["eval_images_per_s"]) == set(adapters)
     table = (out / "bench.md").read_text()
     assert table.count("\n| `") == len(result["rows"])
@@ -49,9 +51,9 @@ def test_bench_writes_json_and_markdown(tmp_path):
     result = check_outputs(out, ["lora_mul_vpt_add", "lora_add"], list(bench.MODES), memory=False)
     labels = [(r["adapter"], r["label"]) for r in result["rows"]]
     assert ("lora_add", "fast (plain)") in labels
-    assert ("lora_mul_vpt_add", "pace + grad_norm") in labels
+    assert ("lora_mul_vpt_add", "none + grad_norm") in labels
     assert result["loader"]["images"] == 8
-    assert "train/grad_norm on a `pace` step" in (out / "bench.md").read_text()
+    assert "train/grad_norm on a `none` step" in (out / "bench.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -80,6 +82,7 @@ def test_make_bench_measures_memory_in_fresh_processes(tmp_path):
         ["make", "-f", str(ROOT / "Makefile"), f"VENV={sys.prefix}", "bench",
          "BENCH_ARGS=" + " ".join([*args, "--no-grad-norm", "--out", str(out)])],
         cwd=tmp_path, check=True, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},  # this checkout's src, whatever venv
     )  # fmt: skip
     result = check_outputs(out, ["lora_add"], ["none", "fast"], memory=True)
     assert all(r["memory_added_mb"] > 0 for r in result["rows"])
