@@ -78,14 +78,16 @@ class GLoRA(AdaptedLinear):
         return getattr(self, self.NAMES.get(generic, generic))
 
     def delta_weight(self) -> torch.Tensor:
+        # Only the terms present: every step builds this [out, in] tensor (merged and noisy
+        # passes alike), so a zero-filled start and an extra add are measurable.
         w0 = self.base.weight
         a, b = self.path("a"), self.path("b")
-        delta_w = torch.zeros_like(w0)
-        if a is not None:
-            delta_w = delta_w + w0 * a
-        if b is not None:
-            delta_w = delta_w + b
-        return delta_w
+        if a is None and b is None:
+            return torch.zeros_like(w0)
+        if a is None:
+            return b.expand_as(w0)
+        delta_w = w0 * a
+        return delta_w if b is None else delta_w + b
 
     def delta_bias(self) -> torch.Tensor:
         w0, b0 = self.base.weight, self.base_bias()
