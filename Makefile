@@ -19,7 +19,7 @@ comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 RUN_ARGS ?=
 
-.PHONY: help install test test-fast lint train demo demo-data backbone check-data clean
+.PHONY: help install test test-fast lint train bench demo demo-data backbone check-data clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-11s %s\n", $$1, $$2}'
@@ -45,6 +45,11 @@ lint: install ## ruff over src/ and tests/
 train: install ## quick PACE run of a tiny ViT on a generated VTAB-format task (RUN_ARGS=... to override)
 	$(PY) -m src.data.synthetic --root data --task synthetic
 	$(PY) -m src.train debug=tiny data.task=synthetic data.num_classes=4 $(RUN_ARGS)
+
+BENCH_ARGS ?=
+
+bench: install ## what each PACE mode costs per adapter here: time, memory, eval, loader (BENCH_ARGS=...)
+	$(PY) -m src.bench $(BENCH_ARGS)
 
 FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)

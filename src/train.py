@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import src.adapters  # noqa: F401  (registers the conf/adapter schemas with Hydra; imports torch)
+import src.adapters.configs  # noqa: F401  (registers the conf/adapter schemas with Hydra; no torch)
 import src.config  # noqa: F401  (registers the resolvers the configs use)
 from src.cli import (
     RunInterrupted,

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from src.data import VTABDataModule
 from src.data.synthetic import write_vtab_task
+from src.errors import UserError
 from src.model import build_model
 from src.module import FineTuner
 from src.pace import build_regulariser
@@ -100,3 +101,21 @@ def test_warmup_then_cosine():
     assert warmup_cosine_lr(60, **kw) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
     assert warmup_cosine_lr(110, **kw) == pytest.approx(1e-5)
     assert math.isclose(warmup_cosine_lr(500, **kw), 1e-5)
+
+
+@pytest.mark.parametrize(("every", "computed"), [("epoch", 2), (2, 3), (0, 0)])
+def test_grad_norm_cadence(datamodule, every, computed):
+    # 3 batches x 2 epochs = 6 steps: once per epoch, at steps 2, 4 and 6, or never.
+    finetuner = make_finetuner(mode="none", grad_norm_every=every)
+    calls = []
+    measure = finetuner._ce_grad_norm
+    finetuner._ce_grad_norm = lambda ce: calls.append(1) or measure(ce)  # count real calls
+    trainer = quiet_trainer(max_epochs=2, limit_train_batches=3, limit_val_batches=0)
+    trainer.fit(finetuner, datamodule=datamodule)
+    assert len(calls) == computed
+    assert ("train/grad_norm" in trainer.logged_metrics) == (computed > 0)
+
+
+def test_bad_grad_norm_cadence_is_a_user_error():
+    with pytest.raises(UserError, match="grad_norm_every must be 'epoch', 0"):
+        make_finetuner(grad_norm_every="sometimes")

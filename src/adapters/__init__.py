@@ -1,47 +1,52 @@
-"""PEFT adapters. Importing this package registers every method in ``ADAPTERS`` — and its config
-schema with Hydra (``adapter_schema/<name>``), which ``conf/adapter/<name>.yaml`` builds on, so
-entry points import it before Hydra composes.
+"""PEFT adapters: every method's config schema at once, the torch side on first use.
+
+Importing the package registers every method's config with Hydra (``adapter_schema/<name>``,
+from the torch-free ``src.adapters.configs``), which ``conf/adapter/<name>.yaml`` builds on, so
+entry points import it before Hydra composes without paying for torch. The first access to
+anything else here (``inject``, ``ADAPTERS``, …) imports the family files, which register every
+method in ``ADAPTERS``.
 
 One file per family: ``glora`` (GLoRA and the paper's GLoRA paths), ``lora``, ``vera``,
 ``bottleneck`` (adapter, AdaptFormer, RepAdapter), ``vpt``, ``scale_shift`` (SSF, BitFit),
 ``full`` (full fine-tuning, linear probing), ``sparse`` (GPS, GRFT).
 """
 
-from src.adapters import bottleneck, full, glora, lora, scale_shift, sparse, vera, vpt  # noqa: F401
-from src.adapters.base import (
-    ADAPTERS,
-    BLOCK_LINEARS,
-    AdaptedLinear,
-    AdapterConfig,
-    BranchModule,
-    adapted_layers,
-    branch_modules,
-    count_parameters,
-    declared_trainable,
-    inject,
-    make_config,
-    register_adapter,
-    set_branches_enabled,
-)
-from src.adapters.calibration import calibrate, calibrate_adapters, restore_selection
-from src.adapters.sites import iter_blocks
+from __future__ import annotations
 
-__all__ = [
-    "ADAPTERS",
-    "BLOCK_LINEARS",
-    "AdaptedLinear",
-    "AdapterConfig",
-    "BranchModule",
-    "adapted_layers",
-    "branch_modules",
-    "calibrate",
-    "calibrate_adapters",
-    "count_parameters",
-    "declared_trainable",
-    "inject",
-    "iter_blocks",
-    "make_config",
-    "register_adapter",
-    "restore_selection",
-    "set_branches_enabled",
-]
+import importlib
+
+from src.adapters.configs import BLOCK_LINEARS, SCHEMAS, AdapterConfig
+
+# Public name -> the module that defines it (loaded, with every family, on first access).
+_LAZY = {
+    "ADAPTERS": "base",
+    "AdaptedLinear": "base",
+    "BranchModule": "base",
+    "adapted_layers": "base",
+    "branch_modules": "base",
+    "count_parameters": "base",
+    "declared_trainable": "base",
+    "inject": "base",
+    "load_methods": "base",
+    "make_config": "base",
+    "register_adapter": "base",
+    "set_branches_enabled": "base",
+    "use_fused_paths": "base",
+    "calibrate": "calibration",
+    "calibrate_adapters": "calibration",
+    "restore_selection": "calibration",
+    "iter_blocks": "sites",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'src.adapters' has no attribute '{name}'")
+    base = importlib.import_module("src.adapters.base")
+    base.load_methods()
+    value = getattr(importlib.import_module(f"src.adapters.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["BLOCK_LINEARS", "SCHEMAS", "AdapterConfig", *_LAZY]

@@ -22,50 +22,23 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.func import functional_call
 from torch.nn.utils import parametrize
 
+from src.adapters.configs import (  # noqa: F401  (re-exported: the contract's config types)
+    BLOCK_LINEARS,
+    AdapterConfig,
+    LinearSitesConfig,
+    store_schema,
+)
+from src.adapters.fused import dense_noisy_linear
 from src.errors import UserError, check_choice
-
-# The linear layers of a timm ViT/Swin block ("every linear layer of every block" in the paper).
-BLOCK_LINEARS = ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"]
-
-
-@dataclass
-class AdapterConfig:
-    """Knobs every method has; each method's subclass adds its own, with defaults stated once.
-
-    ``conf/adapter/<name>.yaml`` composes this dataclass (registered with Hydra's ConfigStore as
-    ``adapter_schema/<name>``), so ``adapter.<field>=...`` works for any field a method has and an
-    unknown key is refused.
-    """
-
-    name: str = ""
-    blocks: list[int] | None = None  # adapt only these blocks (depth order); null = every block
-    train_head: bool = True  # the new classification head trains fully (as in the paper)
-
-    def validate(self) -> None:
-        """Raise a UserError for a value the method cannot use."""
-
-    def require_positive(self, *names: str) -> None:
-        for key in names:
-            value = getattr(self, key)
-            if not isinstance(value, int | float) or value <= 0:
-                raise UserError(f"adapter.{key} must be positive for '{self.name}', got {value}")
-
-
-@dataclass
-class LinearSitesConfig(AdapterConfig):
-    """For methods that act on block linears: which ones (suffixes of their names in a block)."""
-
-    targets: list[str] = field(default_factory=lambda: list(BLOCK_LINEARS))
 
 
 class BranchModule(nn.Module):
@@ -89,6 +62,9 @@ class BranchModule(nn.Module):
         self.branch_enabled = True
         # Use the merged parameters whenever no noise is active; False forces the two paths.
         self.merge = True
+        # Noisy passes take the fused path (noisy_forward); False keeps the plain computation
+        # h0 + noise(Δh), the oracle the fused paths are tested against.
+        self.fused = True
 
     def branch(self, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
         """Δh, given the site's input ``x`` and the frozen output ``h0``; may broadcast to h0."""
@@ -115,9 +91,18 @@ class BranchModule(nn.Module):
         noisy = noise is not None and noise.is_active()
         if self.mergeable and self.merge and not noisy:
             return self.merged_forward(x, self.merged_delta())
+        if noisy and self.fused:
+            return self.noisy_forward(x, noise)
         h0 = self.base(x)
         delta_h = self.branch(x, h0).expand_as(h0)
         return h0 + (noise(delta_h) if noisy else delta_h)
+
+    def noisy_forward(self, x: torch.Tensor, noise: nn.Module) -> torch.Tensor:
+        """``h0 + z ⊙ Δh`` with ``z = noise.draw(shape, dtype, device)``, in one fused
+        multiply-add: no broadcast copy of Δh and no separate ``z ⊙ Δh`` temporary."""
+        h0 = self.base(x)
+        z = noise.draw(h0.shape, h0.dtype, h0.device)
+        return torch.addcmul(h0, self.branch(x, h0), z)
 
     @classmethod
     def sites(cls, model: nn.Module, config: AdapterConfig) -> list[tuple[str, nn.Module]]:
@@ -200,6 +185,24 @@ class AdaptedLinear(BranchModule):
     def branch(self, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
         return F.linear(x, *self.delta_weight_and_bias())
 
+    def dense_delta(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(ΔW, Δb) when Δh is the dense ``x·ΔWᵀ + Δb`` — the noisy pass then stacks it with
+        h0 into one GEMM (``src/adapters/fused.py``); None for a method with its own cheaper
+        branch (low-rank factors, a bias shift)."""
+        if type(self).branch is not AdaptedLinear.branch:
+            return None
+        return self.delta_weight_and_bias()
+
+    def noisy_forward(self, x: torch.Tensor, noise: nn.Module) -> torch.Tensor:
+        dense = self.dense_delta()
+        if dense is None:
+            return super().noisy_forward(x, noise)
+        z = noise.draw(x.shape[:-1] + (self.out_features,), x.dtype, x.device)
+        if z.dtype != x.dtype:  # float32 noise on a low-precision branch promotes the output
+            h0 = self.base(x)
+            return torch.addcmul(h0, F.linear(x, *dense), z)
+        return dense_noisy_linear(x, self.base.weight, self.base_bias(), *dense, z)
+
     @classmethod
     def sites(cls, model: nn.Module, config: LinearSitesConfig) -> list[tuple[str, nn.Module]]:
         from src.adapters.sites import block_linears
@@ -220,6 +223,8 @@ class Method:
 
 
 ADAPTERS: dict[str, Method] = {}
+# The family files, each registering its methods when imported.
+FAMILIES = ("bottleneck", "full", "glora", "lora", "scale_shift", "sparse", "vera", "vpt")
 
 
 def register_adapter(name: str, config: type[AdapterConfig]):
@@ -229,11 +234,20 @@ def register_adapter(name: str, config: type[AdapterConfig]):
         if name in ADAPTERS:
             raise ValueError(f"adapter '{name}' registered twice")
         ADAPTERS[name] = Method(name, config, impl)
-        # conf/adapter/<name>.yaml starts from this node, so Hydra knows every field and type.
-        ConfigStore.instance().store(group="adapter_schema", name=name, node=config(name=name))
+        # The project's methods are stored already (src/adapters/configs.py, torch-free); this
+        # makes a method defined elsewhere composable too once its module is imported.
+        store_schema(name, config)
         return impl
 
     return decorator
+
+
+def load_methods() -> None:
+    """Import every family file, so that ``ADAPTERS`` holds every method of the project."""
+    import importlib
+
+    for family in FAMILIES:
+        importlib.import_module(f"src.adapters.{family}")
 
 
 def make_config(adapter: str | Mapping | AdapterConfig, **overrides) -> AdapterConfig:
@@ -251,6 +265,7 @@ def make_config(adapter: str | Mapping | AdapterConfig, **overrides) -> AdapterC
         fields = dict(raw)
     fields.update(overrides)
     name = fields.get("name")
+    load_methods()
     check_choice("adapter", str(name), ADAPTERS)
     cls = ADAPTERS[name].config
     known = [f.name for f in dataclasses.fields(cls)]
@@ -320,6 +335,12 @@ def set_trainable(model: nn.Module) -> None:
     trainable = declared_trainable(model)
     for name, param in model.named_parameters():
         param.requires_grad_(name in trainable)
+
+
+def use_fused_paths(model: nn.Module, enabled: bool = True) -> None:
+    """Fused noisy passes (the default) or the plain ``h0 + noise(Δh)`` they are tested against."""
+    for _, module in branch_modules(model):
+        module.fused = enabled
 
 
 def set_branches_enabled(model: nn.Module, enabled: bool) -> None:

@@ -19,40 +19,19 @@ branch is added before the block's layer-scale / drop-path like the MLP output i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from src.adapters import sites
-from src.adapters.base import (
-    AdaptedLinear,
-    AdapterConfig,
-    BranchModule,
-    LinearSitesConfig,
-    register_adapter,
+from src.adapters.base import AdaptedLinear, BranchModule, register_adapter
+from src.adapters.configs import (
+    ACTIVATIONS,
+    AdaptFormerConfig,
+    BottleneckConfig,
+    RepAdapterConfig,
 )
-from src.errors import check_choice
-
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
-
-
-@dataclass
-class BottleneckConfig(AdapterConfig):
-    dim: int = 8
-    scale: float = 1.0
-    act: str = "gelu"
-
-    def validate(self) -> None:
-        self.require_positive("dim")
-        check_choice("adapter.act", self.act, ACTIVATIONS)
-
-
-@dataclass
-class AdaptFormerConfig(BottleneckConfig):
-    scale: float = 0.1
-    act: str = "relu"
 
 
 class _Bottleneck(BranchModule):
@@ -60,7 +39,7 @@ class _Bottleneck(BranchModule):
         super().__init__(base)
         channels = _channels(base)
         self.down = nn.Linear(channels, config.dim)
-        self.act = ACTIVATIONS[config.act]()
+        self.act = getattr(nn, ACTIVATIONS[config.act])()
         self.up = nn.Linear(config.dim, channels)
         nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.down.bias)
@@ -102,23 +81,6 @@ class AdaptFormer(_Bottleneck):
 
     def branch(self, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
         return self.bottleneck(x)
-
-
-@dataclass
-class RepAdapterConfig(LinearSitesConfig):
-    dim: int = 8
-    groups: int = 2
-    scale: float = 1.0
-    targets: list[str] = field(default_factory=lambda: ["attn.qkv", "mlp.fc1"])
-
-    def validate(self) -> None:
-        self.require_positive("dim", "groups")
-        if self.dim % self.groups:
-            from src.errors import UserError
-
-            raise UserError(
-                f"adapter.dim ({self.dim}) must be divisible by adapter.groups ({self.groups})"
-            )
 
 
 @register_adapter("repadapter", config=RepAdapterConfig)

@@ -16,12 +16,12 @@ from torch.func import functional_call
 
 from src.adapters import sites
 from src.adapters.base import (
-    AdapterConfig,
     BranchModule,
     ParameterDelta,
     branch_modules,
     register_adapter,
 )
+from src.adapters.configs import AdapterConfig
 
 
 class DenseDelta(BranchModule):

@@ -19,46 +19,13 @@ paper's names D_W, U_W, D_P, U_P, δb, so saved adapters stay loadable):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.adapters.base import AdaptedLinear, LinearSitesConfig, register_adapter
-from src.errors import UserError
-
-PATH_KINDS = ("lora", "vector", "scalar", "none")
-PATHS = "abcde"
-
-
-@dataclass
-class RankConfig(LinearSitesConfig):
-    rank: int = 10
-
-    def validate(self) -> None:
-        if not isinstance(self.rank, int) or self.rank < 1:
-            raise UserError(f"adapter.rank must be a positive integer, got {self.rank}")
-
-
-@dataclass
-class GLoRAConfig(RankConfig):
-    # The GLoRA paper searches these per layer; here one choice applies to every target linear.
-    rank: int = 4
-    a: str = "lora"
-    b: str = "lora"
-    c: str = "lora"
-    d: str = "vector"
-    e: str = "vector"
-
-    def validate(self) -> None:
-        super().validate()
-        for path in PATHS:
-            kinds = PATH_KINDS if path in "abc" else ("vector", "scalar", "none")
-            if getattr(self, path) not in kinds:
-                raise UserError(
-                    f"adapter.{path} must be one of {', '.join(kinds)}, got {getattr(self, path)}"
-                )
+from src.adapters.base import AdaptedLinear, register_adapter
+from src.adapters.configs import GLORA_PATHS as PATHS
+from src.adapters.configs import GLoRAConfig, RankConfig
 
 
 def _zeros(*shape: int) -> nn.Parameter:
@@ -111,14 +78,16 @@ class GLoRA(AdaptedLinear):
         return getattr(self, self.NAMES.get(generic, generic))
 
     def delta_weight(self) -> torch.Tensor:
+        # Only the terms present: every step builds this [out, in] tensor (merged and noisy
+        # passes alike), so a zero-filled start and an extra add are measurable.
         w0 = self.base.weight
         a, b = self.path("a"), self.path("b")
-        delta_w = torch.zeros_like(w0)
-        if a is not None:
-            delta_w = delta_w + w0 * a
-        if b is not None:
-            delta_w = delta_w + b
-        return delta_w
+        if a is None and b is None:
+            return torch.zeros_like(w0)
+        if a is None:
+            return b.expand_as(w0)
+        delta_w = w0 * a
+        return delta_w if b is None else delta_w + b
 
     def delta_bias(self) -> torch.Tensor:
         w0, b0 = self.base.weight, self.base_bias()
@@ -134,6 +103,10 @@ class GLoRA(AdaptedLinear):
 
     def delta_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.delta_weight(), self.delta_bias()
+
+    def dense_delta(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        cheap = self.paths["a"] == "none" and self.paths["b"] in ("none", "lora")
+        return None if cheap else self.delta_weight_and_bias()
 
     def branch(self, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
         if self.paths["a"] == "none" and self.paths["b"] == "none":

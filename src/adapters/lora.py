@@ -8,25 +8,13 @@ Mergeable: ``ΔW = (α/r) B A``, ``Δb = 0``. ``alpha: null`` means a scale of 1
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.adapters.base import AdaptedLinear, LinearSitesConfig, register_adapter
-
-
-@dataclass
-class LoRAConfig(LinearSitesConfig):
-    rank: int = 8
-    alpha: float | None = None
-    targets: list[str] = field(default_factory=lambda: ["attn.qkv"])
-
-    def validate(self) -> None:
-        self.require_positive("rank")
-        if self.alpha is not None:
-            self.require_positive("alpha")
+from src.adapters.base import AdaptedLinear, register_adapter
+from src.adapters.configs import LoRAConfig
 
 
 @register_adapter("lora", config=LoRAConfig)

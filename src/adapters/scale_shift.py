@@ -14,24 +14,12 @@ site of SSF runs as two paths.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from src.adapters import sites
-from src.adapters.base import (
-    AdapterConfig,
-    BranchModule,
-    LinearSitesConfig,
-    ParameterDelta,
-    register_adapter,
-)
-
-
-@dataclass
-class SSFConfig(LinearSitesConfig):
-    init_std: float = 0.02
+from src.adapters.base import BranchModule, ParameterDelta, register_adapter
+from src.adapters.configs import AdapterConfig, SSFConfig
 
 
 def _channels(module: nn.Module) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from src.adapters.base import AdapterConfig, LinearSitesConfig
+from src.adapters.configs import AdapterConfig, LinearSitesConfig
 from src.errors import UserError
 
 FAMILIES = ("vit", "swin")

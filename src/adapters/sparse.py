@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -39,14 +38,11 @@ from tqdm import tqdm
 
 from src.adapters.base import (
     AdaptedLinear,
-    LinearSitesConfig,
     branch_modules,
     head_parameter_names,
     register_adapter,
 )
-from src.errors import UserError, check_choice
-
-SCOPES = ("global", "per_matrix")
+from src.adapters.configs import GPSConfig, GRFTConfig
 
 
 def gradient_scores(
@@ -112,19 +108,6 @@ class _Calibrated(AdaptedLinear):
         desc = f"{config.name.upper()} scoring"
         scores = gradient_scores(model, train_loader, layers, cls.statistic, desc)
         cls.select_by_scores(model, config, scores)
-
-
-@dataclass
-class GRFTConfig(LinearSitesConfig):
-    budget: float = 0.003  # fraction of the backbone's parameters (VTAB setting of the paper)
-    budget_scope: str = "global"
-    mu: float = 1e-4  # weight of μ‖Δ‖²
-
-    def validate(self) -> None:
-        self.require_positive("budget")
-        check_choice("adapter.budget_scope", self.budget_scope, SCOPES)
-        if self.mu < 0:
-            raise UserError(f"adapter.mu must be >= 0 (a penalty weight), got {self.mu}")
 
 
 @register_adapter("grft", config=GRFTConfig)
@@ -199,14 +182,6 @@ class GRFT(_Calibrated):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, rows={len(self.rows)}, cols={len(self.cols)}"
-
-
-@dataclass
-class GPSConfig(LinearSitesConfig):
-    top_k: int = 1  # weights per output neuron
-
-    def validate(self) -> None:
-        self.require_positive("top_k")
 
 
 @register_adapter("gps", config=GPSConfig)

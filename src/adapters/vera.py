@@ -11,24 +11,14 @@ Mergeable: ``ΔW = diag(λ_b) B diag(λ_d) A``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.adapters.base import AdaptedLinear, LinearSitesConfig, register_adapter
+from src.adapters.base import AdaptedLinear, register_adapter
+from src.adapters.configs import VeRAConfig
 from src.adapters.sites import replace_module
-
-
-@dataclass
-class VeRAConfig(LinearSitesConfig):
-    rank: int = 256
-    projection_seed: int = 0
-    d_init: float = 0.1
-
-    def validate(self) -> None:
-        self.require_positive("rank")
 
 
 class SharedProjections(nn.Module):

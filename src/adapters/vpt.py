@@ -15,22 +15,14 @@ windows have no place for free tokens.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from src.adapters.base import AdapterConfig, BranchModule, register_adapter
+from src.adapters.base import BranchModule, register_adapter
+from src.adapters.configs import VPTConfig
 from src.adapters.sites import backbone_family, replace_module, selected_blocks
 from src.errors import UserError
-
-
-@dataclass
-class VPTConfig(AdapterConfig):
-    num_tokens: int = 50
-
-    def validate(self) -> None:
-        self.require_positive("num_tokens")
 
 
 class PromptedBlock(BranchModule):

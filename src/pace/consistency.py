@@ -15,6 +15,7 @@ from torch import nn
 
 from src.errors import check_choice
 from src.pace.droppath import paired_batch
+from src.pace.twin import twin_forward
 
 HISTORY_INITS = ("unseen", "zeros")
 
@@ -50,11 +51,22 @@ class Regulariser(nn.Module):
 
 
 class PACE(Regulariser):
-    """``CE(f1, y) + λ‖f1 − f2‖²`` from one forward of ``[x; x]`` with shared drop-path masks."""
+    """``CE(f1, y) + λ‖f1 − f2‖²`` from one forward of ``[x; x]`` with shared drop-path masks.
+
+    ``share_prefix``: compute the layers before the first noise once for both copies
+    (``src/pace/twin.py``); False runs the whole network on ``[x; x]`` (the test oracle).
+    """
+
+    def __init__(self, lam: float = 0.0, share_prefix: bool = True):
+        super().__init__(lam)
+        self.share_prefix = share_prefix
 
     def pace_loss(self, model, x, y) -> LossParts:
-        with paired_batch(model):
-            f1, f2 = model(torch.cat([x, x])).chunk(2)
+        if self.share_prefix:
+            f1, f2 = twin_forward(model, x).chunk(2)
+        else:
+            with paired_batch(model):
+                f1, f2 = model(torch.cat([x, x])).chunk(2)
         ce = F.cross_entropy(f1, y)
         consistency = squared_distance(f1, f2)
         return LossParts(ce + self.lam * consistency, ce, consistency, f1, y)
@@ -66,8 +78,8 @@ class PACE(Regulariser):
 class LazyPACE(PACE):
     """Every ``interval``-th step, full PACE on the first half of the batch; else one noisy pass."""
 
-    def __init__(self, lam: float, interval: int = 2):
-        super().__init__(lam)
+    def __init__(self, lam: float, interval: int = 2, share_prefix: bool = True):
+        super().__init__(lam, share_prefix)
         if interval < 1:
             raise ValueError(f"lazy interval must be >= 1, got {interval}")
         self.interval = int(interval)

@@ -45,12 +45,19 @@ class MultiplicativeNoise(nn.Module):
         ``torch.float32`` reproduces the official code, whose float32 noise promotes a bf16/fp16
         branch to float32; unset, the noise takes the branch's dtype (docs/recipe.md).
         """
-        if self.shape == "channel" and like.dim() > 2:
-            size = (like.shape[0],) + (1,) * (like.dim() - 2) + (like.shape[-1],)
+        return self.draw(like.shape, like.dtype, like.device)
+
+    def draw(self, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Noise for a branch output of ``shape`` (``[B, …, C]``), broadcastable to it.
+
+        Branch modules call this in their fused noisy passes, before Δh exists.
+        """
+        if self.shape == "channel" and len(shape) > 2:
+            size = (shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],)
         else:
-            size = like.shape
-        dtype = getattr(self, "noise_dtype", None) or like.dtype
-        return torch.randn(size, device=like.device, dtype=dtype).mul_(self.sigma).add_(1.0)
+            size = tuple(shape)
+        dtype = getattr(self, "noise_dtype", None) or dtype
+        return torch.randn(size, device=device, dtype=dtype).mul_(self.sigma).add_(1.0)
 
     def forward(self, branch: torch.Tensor) -> torch.Tensor:
         if not self.is_active():

@@ -1,0 +1,88 @@
+"""`make bench` / `python -m src.bench` on a tiny config: the files it writes and what they hold
+(timings themselves are never asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from src import bench
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--backbone", "vit_tiny_patch16_224", "--img-size", "32", "--batch", "4",
+    "--adapters", "lora_mul_vpt_add,lora_add", "--modes", "none,pace,lazy,fast",
+    "--steps", "2", "--warmup", "1", "--threads", "1", "--loader-images", "8", "--workers", "0",
+]  # fmt: skip
+
+
+def check_outputs(out: Path, adapters: list[str], modes: list[str], memory: bool) -> dict:
+    result = json.loads((out / "bench.json").read_text())
+    assert result["machine"]["torch"] == torch.__version__
+    assert result["machine"]["threads"] == 1 and result["machine"]["cpu"]
+    main_rows = [r for r in result["rows"] if not r["plain"] and not r["grad_norm"]]
+    assert [(r["adapter"], r["mode"]) for r in main_rows] == [
+        (a, m) for a in adapters for m in modes
+    ]
+    for row in result["rows"]:
+        assert len(row["steps_s"]) == result["settings"]["steps"]
+        assert row["images_per_s"] == pytest.approx(4 / row["step_s"])
+        if row["mode"] == "none" and not row["grad_norm"]:
+            assert row["time_ratio"] == 1.0
+            assert (row["memory_ratio"] == 1.0) == memory
+        if not row["grad_norm"]:
+            assert (row["memory_added_mb"] is not None) == memory
+    for row in main_rows:  # the paper's Table 9 beside each mode (pace: 53 / 29 min)
+        assert row["paper_time_ratio"] == {"none": 1, "pace": 53 / 29}.get(row["mode"], 1)
+    assert set(result["eval_images_per_s"]) == set(adapters)
+    table = (out / "bench.md").read_text()
+    assert table.count("\n| `") == len(result["rows"])
+    assert "| adapter | mode | step (s) |" in table
+    return result
+
+
+def test_bench_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "bench"
+    assert bench.main([*TINY, "--no-memory", "--plain", "--out", str(out)]) == 0
+    result = check_outputs(out, ["lora_mul_vpt_add", "lora_add"], list(bench.MODES), memory=False)
+    labels = [(r["adapter"], r["label"]) for r in result["rows"]]
+    assert ("lora_add", "fast (plain)") in labels
+    assert ("lora_mul_vpt_add", "none + grad_norm") in labels
+    assert result["loader"]["images"] == 8
+    assert "train/grad_norm on a `none` step" in (out / "bench.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--modes", "pace"], "--modes must include none"),
+        (["--adapters", "lora_nope"], "unknown adapter 'lora_nope'"),
+        (["--batch", "0"], "--batch must be >= 1"),
+    ],
+)
+def test_bad_options_are_one_line_errors(args, message, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "src.bench", *TINY, *args, "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: ") and message in result.stderr
+
+
+@pytest.mark.slow
+def test_make_bench_measures_memory_in_fresh_processes(tmp_path):
+    out = tmp_path / "bench"
+    args = [*TINY[:6], "--adapters", "lora_add", "--modes", "none,fast", *TINY[10:]]
+    subprocess.run(
+        ["make", "-f", str(ROOT / "Makefile"), f"VENV={sys.prefix}", "bench",
+         "BENCH_ARGS=" + " ".join([*args, "--no-grad-norm", "--out", str(out)])],
+        cwd=tmp_path, check=True, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},  # this checkout's src, whatever venv
+    )  # fmt: skip
+    result = check_outputs(out, ["lora_add"], ["none", "fast"], memory=True)
+    assert all(r["memory_added_mb"] > 0 for r in result["rows"])
