@@ -70,7 +70,7 @@ PROJECT = {
     "drop_last": False,
     "head_init": "trunc_normal",
     "noise_dtype": "branch",
-    "grad_norm_every": 10,  # = trainer.log_every_n_steps
+    "grad_norm_every": "epoch",
 }
 TINY = ("backbone=vit_tiny_patch16", "data.img_size=32", "+backbone.kwargs.depth=2")
 
@@ -104,7 +104,7 @@ def test_both_recipes_name_the_same_switches():
         (("recipe=paper",), PAPER),
         (("experiment=vtab_pace",), PAPER),
         (("experiment=vtab_baseline",), PAPER),
-        (("experiment=demo",), {**PROJECT, "grad_norm_every": 5}),
+        (("experiment=demo",), {**PROJECT, "grad_norm_every": "epoch"}),
     ],
 )
 def test_recipe_values_reach_every_consumer(compose_cfg, overrides, expected):
