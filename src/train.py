@@ -33,10 +33,9 @@ from src.cli import (
     say,
     to_float_dict,
     write_json,
-    write_resolved_config,
 )
-from src.errors import UserError
 from src.extras import apply_extras
+from src.run_folder import Launch, begin_run, forget_unused_folder, prepare_run_folder
 
 if TYPE_CHECKING:
     from src.module import FineTuner
@@ -65,38 +64,28 @@ def build_finetuner(cfg: DictConfig, num_classes: int) -> FineTuner:
     return FineTuner(model, regulariser, num_classes=num_classes, **cfg.optim, **cfg.diagnostics)
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """``last`` means this run folder's last.ckpt; a fresh run starts when there is none."""
-    if ckpt_path in (None, ""):
-        return None
-    if ckpt_path == "last":
-        last = output_dir / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            say(f"resuming from {last}")
-            return str(last)
-        say(f"ckpt_path=last: no {last} yet, starting a fresh run")
-        return None
-    if not Path(ckpt_path).is_file():
-        raise UserError(f"ckpt_path {ckpt_path} does not exist; give a .ckpt file or 'last'")
-    return ckpt_path
+def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
+    """Fit and test one configuration; returns the final metrics (also in results.json).
 
-
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit and test one configuration; returns the final metrics (also in results.json)."""
+    ``launch`` is the checked use of the run folder (:func:`prepare_run_folder`, done here when
+    not given). Nothing is written before the config, the run folder, the data's list files and
+    the backbone weights have been checked.
+    """
     import lightning as L
 
     from src.adapters import calibrate_adapters, count_parameters
 
+    launch = launch or prepare_run_folder(cfg)
+    output_dir = launch.folder
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-    output_dir = Path(cfg.paths.output_dir)
-    write_resolved_config(cfg, output_dir / "config.yaml")
     datamodule = hydra.utils.instantiate(cfg.data)
     finetuner = build_finetuner(cfg, datamodule.num_classes)
-    say(
+    say(  # describe() reads every split's list file: bad data stops the launch here
         f"{datamodule.describe()}; "
         f"pace={cfg.pace.mode} sigma={cfg.pace.sigma} lam={cfg.pace.lam} adapter={cfg.adapter.name}"
     )
+    begin_run(launch, cfg)
     prepare_wandb(cfg)
     trainer = hydra.utils.instantiate(
         cfg.trainer,
@@ -111,7 +100,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, float] = {}
     started = time.perf_counter()
     if cfg.train:
-        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+        ckpt_path = launch.ckpt_path
         calibrate_adapters(finetuner.model, datamodule, ckpt_path)  # GPS/GRFT: one data pass
         fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir)
         metrics.update(to_float_dict(trainer.callback_metrics))
@@ -125,6 +114,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(to_float_dict(trainer.callback_metrics))
 
     summary = {
+        "status": "finished",
         "task": datamodule.task,
         "protocol": datamodule.protocol,
         "pace": cfg.pace.mode,
@@ -186,7 +176,7 @@ def resume_command(output_dir: Path) -> str:
 
 
 # Overrides that a resume command sets itself.
-RESUME_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "ckpt_path")
+RESUME_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "ckpt_path", "overwrite")
 
 
 def _peak_rss_mb() -> float:
@@ -223,16 +213,18 @@ def _processes_per_node(cfg: DictConfig) -> int:
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
     say(f"run folder: {cfg.paths.output_dir}")
-    apply_extras(cfg)
-    quiet_lightning_logs()
-    from src.threads import set_cpu_threads
+    with forget_unused_folder(Path(cfg.paths.output_dir)):  # a refused launch leaves no folder
+        launch = prepare_run_folder(cfg)  # before anything logs into the folder's train.log
+        apply_extras(cfg)
+        quiet_lightning_logs()
+        from src.threads import set_cpu_threads
 
-    threads = set_cpu_threads(cfg.get("cpu_threads", "auto"), _processes_per_node(cfg))
-    log.info("torch uses %d CPU thread(s) (cpu_threads=%s)", threads, cfg.get("cpu_threads"))
-    try:
-        metrics = train(cfg)
-    finally:
-        finish_wandb()
+        threads = set_cpu_threads(cfg.get("cpu_threads", "auto"), _processes_per_node(cfg))
+        log.info("torch uses %d CPU thread(s) (cpu_threads=%s)", threads, cfg.get("cpu_threads"))
+        try:
+            metrics = train(cfg, launch)
+        finally:
+            finish_wandb()
     return metrics.get(cfg.get("optimized_metric"))
 
 
