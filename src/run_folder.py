@@ -303,20 +303,36 @@ def record_launch(folder: Path, cfg: DictConfig) -> None:
     OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), target / "overrides.yaml")
 
 
-@contextlib.contextmanager
-def forget_unused_folder(folder: Path):
-    """Remove the folder Hydra made for a launch that ended before writing anything.
+def _launch_record(path: Path) -> bool:
+    if path.is_symlink():
+        return False
+    return (path.is_file() and path.suffix == ".log") or (path.is_dir() and path.name == ".hydra")
 
-    Only a folder that holds nothing but empty log files is removed, so no run is ever touched.
+
+@contextlib.contextmanager
+def forget_unused_folder(folder: Path, up_to: Path | None = None):
+    """Remove the folder Hydra made for a launch that was refused before writing its run.
+
+    Only a folder holding log files and Hydra's ``.hydra/`` record and nothing else is removed:
+    a launch that got as far as writing leaves config.yaml or results, so such logs are of
+    refused launches only. Parents up to
+    ``up_to`` go too when that leaves them empty (``src.eval``'s ``<run_dir>/eval/<time>``).
     """
     try:
         yield
     except BaseException:
         if is_rank_zero() and folder.is_dir():
             entries = list(folder.iterdir())
-            if all(p.is_file() and p.suffix == ".log" and p.stat().st_size == 0 for p in entries):
+            if all(_launch_record(p) for p in entries):
                 for entry in entries:
-                    entry.unlink()
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                for empty in [folder, *folder.parents]:
+                    if up_to is not None and up_to not in [empty, *empty.parents]:
+                        break
+                    try:
+                        empty.rmdir()
+                    except OSError:
+                        break
+                    if up_to is None or empty == up_to:
+                        break
         raise

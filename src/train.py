@@ -30,10 +30,12 @@ from src.cli import (
     instantiate_group,
     prepare_wandb,
     report_user_errors,
+    run_entry,
     say,
     to_float_dict,
     write_json,
 )
+from src.config import unread_appended_keys, validate_train_config
 from src.extras import apply_extras
 from src.run_folder import Launch, begin_run, forget_unused_folder, prepare_run_folder
 
@@ -64,6 +66,23 @@ def build_finetuner(cfg: DictConfig, num_classes: int) -> FineTuner:
     return FineTuner(model, regulariser, num_classes=num_classes, **cfg.optim, **cfg.diagnostics)
 
 
+def check_launch(cfg: DictConfig) -> Launch:
+    """Everything checked before a launch writes: the config's values, then its run folder."""
+    validate_train_config(cfg)
+    return prepare_run_folder(cfg)
+
+
+def warn_unread_keys(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from src.hydra_errors import config_groups
+
+    if HydraConfig.initialized():
+        typed = list(HydraConfig.get().overrides.task)
+        for warning in unread_appended_keys(typed, cfg, config_groups()):
+            say(warning)
+
+
 def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     """Fit and test one configuration; returns the final metrics (also in results.json).
 
@@ -75,7 +94,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
 
     from src.adapters import calibrate_adapters, count_parameters
 
-    launch = launch or prepare_run_folder(cfg)
+    launch = launch or check_launch(cfg)
     output_dir = launch.folder
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -214,7 +233,8 @@ def _processes_per_node(cfg: DictConfig) -> int:
 def main(cfg: DictConfig) -> float | None:
     say(f"run folder: {cfg.paths.output_dir}")
     with forget_unused_folder(Path(cfg.paths.output_dir)):  # a refused launch leaves no folder
-        launch = prepare_run_folder(cfg)  # before anything logs into the folder's train.log
+        warn_unread_keys(cfg)
+        launch = check_launch(cfg)  # before anything logs into the folder's train.log
         apply_extras(cfg)
         quiet_lightning_logs()
         from src.threads import set_cpu_threads
@@ -229,4 +249,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_entry(main, "train")
