@@ -4,13 +4,16 @@ Lightning's ModelCheckpoint re-points ``last.ckpt`` by deleting it and then crea
 link, so a kill between the two leaves no ``last.ckpt`` at all. :class:`RunCheckpoint` makes
 the new link beside the old one and renames it over it (one atomic step), and flushes the
 loggers first, so the metrics on disk always reach at least as far as the newest checkpoint.
+:class:`SignalsStopTraining` lets SIGUSR1 stop training at a batch boundary like SIGTERM, so the
+newest epoch checkpoint stays the one ``ckpt_path=last`` resumes from.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -45,3 +48,24 @@ def flush_loggers(trainer) -> None:
     if trainer.is_global_zero:
         for logger in trainer.loggers:
             logger.save()
+
+
+class SignalsStopTraining(Callback):
+    """SIGUSR1 stops training like SIGTERM; remembers which signal arrived (for the message)."""
+
+    def __init__(self):
+        self.received: signal.Signals | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        # Lightning registered its handlers when fit began; SIG_DFL means nobody claimed SIGUSR1.
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGUSR1, self._as_sigterm)
+        self._sigterm = signal.getsignal(signal.SIGTERM)
+
+    def _as_sigterm(self, signum, frame) -> None:
+        self.received = signal.Signals(signum)
+        if callable(self._sigterm):
+            self._sigterm(signal.SIGTERM, frame)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)

@@ -26,7 +26,12 @@ EXIT_INTERRUPTED = 130
 
 
 class RunInterrupted(Exception):
-    """The user stopped a run; the message says what was saved and how to resume."""
+    """The user (or a scheduler's signal) stopped a run; the message says what was saved and
+    how to resume; ``exit_status`` is 128 + the signal's number."""
+
+    def __init__(self, message: str, exit_status: int = EXIT_INTERRUPTED):
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def find_user_error(err: BaseException) -> UserError | None:
@@ -49,7 +54,7 @@ def report_user_errors(fn):
             return fn(*args, **kwargs)
         except RunInterrupted as stop:
             print(f"interrupted: {stop}", file=sys.stderr)
-            sys.exit(EXIT_INTERRUPTED)
+            sys.exit(stop.exit_status)
         except Exception as err:
             line = one_line_error(err)
             if line is None:

@@ -162,22 +162,35 @@ def checkpoint_problem(path: Path) -> str | None:
     return None
 
 
-def choose_resume_checkpoint(folder: Path, started: bool) -> str | None:
-    """``ckpt_path=last``: last.ckpt, else the newest readable checkpoint, else None or stop."""
-    last = folder / "last.ckpt"
-    problem = checkpoint_problem(last)
-    if problem is None:
-        say(f"resuming from {last}")
-        return str(last)
-    others = sorted(
+def epoch_checkpoints(folder: Path) -> list[Path]:
+    """The checkpoint files in ``folder`` other than the last.ckpt link, newest first."""
+    return sorted(
         (p for p in folder.glob("*.ckpt") if p.name != "last.ckpt" and not p.is_symlink()),
         key=lambda p: (p.stat().st_mtime, p.name),
         reverse=True,
     )
-    for candidate in others:
-        if checkpoint_problem(candidate) is None:
-            say(f"{last} {problem}; resuming from {candidate}, the newest readable checkpoint")
-            return str(candidate)
+
+
+def choose_good_checkpoint(folder: Path) -> str | None:
+    """last.ckpt if readable, else the newest readable checkpoint, else None."""
+    last = folder / "last.ckpt"
+    if checkpoint_problem(last) is None:
+        return str(last)
+    return next((str(p) for p in epoch_checkpoints(folder) if checkpoint_problem(p) is None), None)
+
+
+def choose_resume_checkpoint(folder: Path, started: bool) -> str | None:
+    """``ckpt_path=last``: last.ckpt, else the newest readable checkpoint, else None or stop."""
+    last = folder / "last.ckpt"
+    problem = checkpoint_problem(last)
+    good = choose_good_checkpoint(folder)
+    if good == str(last):
+        say(f"resuming from {last}")
+        return good
+    if good is not None:
+        say(f"{last} {problem}; resuming from {good}, the newest readable checkpoint")
+        return good
+    others = epoch_checkpoints(folder)
     if others or last.is_symlink() or last.exists():
         raise UserError(
             f"no readable checkpoint in {folder}: last.ckpt {problem}"

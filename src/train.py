@@ -13,6 +13,7 @@ answers ``--help`` and reports config mistakes before any of them would be neede
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import time
@@ -38,6 +39,7 @@ from src.cli import (
 from src.config import unread_appended_keys, validate_train_config
 from src.extras import apply_extras
 from src.run_folder import Launch, begin_run, forget_unused_folder, prepare_run_folder
+from src.stopping import RunDiverged
 
 if TYPE_CHECKING:
     from src.module import FineTuner
@@ -106,10 +108,13 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     )
     begin_run(launch, cfg)
     prepare_wandb(cfg)
+    from src.checkpoints import SignalsStopTraining
+
     trainer = hydra.utils.instantiate(
         cfg.trainer,
         logger=instantiate_group(cfg.get("logger")) or False,
-        callbacks=instantiate_group(cfg.get("callbacks")),
+        # Not a config entry: a run must stop cleanly on SIGUSR1 whatever the callbacks group.
+        callbacks=[*instantiate_group(cfg.get("callbacks")), SignalsStopTraining()],
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(
@@ -121,7 +126,12 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     if cfg.train:
         ckpt_path = launch.ckpt_path
         calibrate_adapters(finetuner.model, datamodule, ckpt_path)  # GPS/GRFT: one data pass
-        fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir)
+        try:
+            fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir)
+        except RunDiverged as diverged:
+            record_divergence(cfg, datamodule, diverged, output_dir)
+        # A resume after the last epoch's checkpoint fits nothing: its metrics come from there.
+        metrics.update(finetuner.restored_metrics)
         metrics.update(to_float_dict(trainer.callback_metrics))
         if trainer.is_global_zero:
             from src.model import save_trainable
@@ -129,21 +139,12 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
             save_trainable(finetuner.model, output_dir / "adapter.safetensors")
     fit_seconds = time.perf_counter() - started
     if cfg.test:
-        trainer.test(finetuner, datamodule=datamodule)
+        with interruptions_explained(trainer, output_dir):
+            trainer.test(finetuner, datamodule=datamodule)
         metrics.update(to_float_dict(trainer.callback_metrics))
 
     summary = {
-        "status": "finished",
-        "task": datamodule.task,
-        "protocol": datamodule.protocol,
-        "pace": cfg.pace.mode,
-        "sigma": cfg.pace.sigma,
-        "lam": cfg.pace.lam,
-        "adapter": cfg.adapter.name,
-        "adapter_config": OmegaConf.to_container(cfg.adapter, resolve=True),
-        "lr": cfg.optim.lr,
-        "backbone": cfg.backbone.name,
-        "seed": cfg.seed,
+        **run_identity(cfg, datamodule, "finished"),
         "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
         "peak_rss_mb": _peak_rss_mb(),
@@ -158,26 +159,86 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     return metrics
 
 
-def fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir) -> None:
-    """``trainer.fit``; on Ctrl-C, say what was saved and the exact command that resumes.
+def run_identity(cfg: DictConfig, datamodule, status: str) -> dict:
+    """What results.json says about which run this is (finished or not)."""
+    return {
+        "status": status,
+        "task": datamodule.task,
+        "protocol": datamodule.protocol,
+        "pace": cfg.pace.mode,
+        "sigma": cfg.pace.sigma,
+        "lam": cfg.pace.lam,
+        "adapter": cfg.adapter.name,
+        "adapter_config": OmegaConf.to_container(cfg.adapter, resolve=True),
+        "lr": cfg.optim.lr,
+        "backbone": cfg.backbone.name,
+        "seed": cfg.seed,
+    }
 
-    Lightning handles Ctrl-C by finishing the hooks and calling ``exit(1)``; we turn that into
-    :class:`RunInterrupted`, which the entry point prints and exits with status 130.
-    """
-    try:
+
+def record_divergence(cfg: DictConfig, datamodule, diverged: RunDiverged, output_dir: Path):
+    """results.json says the run diverged (no weights are saved); one line says what to do."""
+    from src.run_folder import choose_good_checkpoint
+
+    good = choose_good_checkpoint(output_dir / "checkpoints")
+    write_json(
+        output_dir / "results.json",
+        {
+            **run_identity(cfg, datamodule, "diverged"),
+            "diverged": {"reason": str(diverged), "step": diverged.step, "epoch": diverged.epoch},
+            "last_good_checkpoint": good,
+            "metrics": {},
+        },
+    )
+    where = f"the last good checkpoint is {good}" if good else "no epoch had finished"
+    diverged.args = (
+        f"training diverged: {diverged}; {where}; results.json says 'diverged'. Lower optim.lr "
+        "(or sigma/lam) and start a new run",
+    )
+    raise diverged
+
+
+def fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir) -> None:
+    """``trainer.fit``; when a signal stops it, say what was saved and the command that resumes."""
+    with interruptions_explained(trainer, output_dir):
         trainer.fit(finetuner, datamodule=datamodule, ckpt_path=ckpt_path)
-    except SystemExit:
+
+
+@contextlib.contextmanager
+def interruptions_explained(trainer, output_dir: Path):
+    """Ctrl-C, SIGTERM or SIGUSR1 during a Trainer stage become :class:`RunInterrupted`.
+
+    Lightning finishes the hooks and then calls ``exit(1)`` (Ctrl-C) or raises a SystemExit
+    without a status (SIGTERM, which would exit 0); the entry point prints the message and
+    exits with 128 + the signal's number.
+    """
+    import signal
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from src.stopping import SIGNAL_NAMES
+
+    try:
+        yield
+    except SystemExit as stop:
         if not trainer.interrupted:
             raise
+        received = signal.SIGINT
+        if isinstance(stop, SIGTERMException):
+            usr1 = [c.received for c in trainer.callbacks if hasattr(c, "received")]
+            received = next((r for r in usr1 if r is not None), signal.SIGTERM)
         last = output_dir / "checkpoints" / "last.ckpt"
         saved = (
             f"{last} holds the end of epoch {trainer.current_epoch}"
             if last.exists()
             else "no epoch had finished, nothing was saved"
         )
+        fitting = trainer.state.fn is not None and trainer.state.fn.value == "fit"
+        stage = f"in epoch {trainer.current_epoch + 1}" if fitting else "while testing"
         raise RunInterrupted(
-            f"stopped in epoch {trainer.current_epoch + 1}; {saved}. Resume with: "
-            f"{resume_command(output_dir)}"
+            f"{SIGNAL_NAMES[received]} stopped the run {stage}; {saved}. Resume with: "
+            f"{resume_command(output_dir)}",
+            exit_status=128 + int(received),
         ) from None
 
 
@@ -243,9 +304,21 @@ def main(cfg: DictConfig) -> float | None:
         log.info("torch uses %d CPU thread(s) (cpu_threads=%s)", threads, cfg.get("cpu_threads"))
         try:
             metrics = train(cfg, launch)
+        except RunDiverged as diverged:
+            if not in_multirun():
+                raise
+            say(f"error: {diverged}; the sweep goes on with its next job")
+            return None
         finally:
             finish_wandb()
     return metrics.get(cfg.get("optimized_metric"))
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 if __name__ == "__main__":
