@@ -55,17 +55,28 @@ class SignalsStopTraining(Callback):
 
     def __init__(self):
         self.received: signal.Signals | None = None
+        self._installed = False
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        # Lightning registered its handlers when fit began; SIG_DFL means nobody claimed SIGUSR1.
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Lightning has registered its handlers by now (after on_fit_start); SIG_DFL means nobody
+        # claimed SIGUSR1 (under SLURM auto-requeue, Lightning's requeue handler has it).
         if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
             signal.signal(signal.SIGUSR1, self._as_sigterm)
-        self._sigterm = signal.getsignal(signal.SIGTERM)
+            self._installed = True
 
     def _as_sigterm(self, signum, frame) -> None:
         self.received = signal.Signals(signum)
-        if callable(self._sigterm):
-            self._sigterm(signal.SIGTERM, frame)
+        sigterm = signal.getsignal(signal.SIGTERM)  # Lightning's: stop at the next batch end
+        if callable(sigterm):
+            sigterm(signal.SIGTERM, frame)
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        self._uninstall()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._uninstall()
+
+    def _uninstall(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+            self._installed = False

@@ -29,6 +29,33 @@ def filesystem_safe(text: str, max_length: int = 120) -> str:
 
 OmegaConf.register_new_resolver("fs_safe", filesystem_safe, replace=True)
 
+_claimed: dict[str, str] = {}
+
+
+def claim_folder(path: str) -> str:
+    """``path``, or ``path_2``, ``path_3``… when another launch has it: launches started in the
+    same second (folders are named by the time) never share a folder.
+
+    The folder is claimed by creating it, which is atomic; the answer is remembered, so every
+    later resolution in this process (Hydra resolves the run folder several times, and once
+    more per job of a multirun) gives the same folder.
+    """
+    if path not in _claimed:
+        candidate, number = path, 1
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        while True:
+            try:
+                os.mkdir(candidate)
+                break
+            except FileExistsError:
+                number += 1
+                candidate = f"{path}_{number}"
+        _claimed[path] = candidate
+    return _claimed[path]
+
+
+OmegaConf.register_new_resolver("claim_folder", claim_folder, replace=True, use_cache=True)
+
 
 # --------------------------------------------------------------------------------- validation
 # One pass over the composed config before anything is built: every mistake found is named
