@@ -190,7 +190,9 @@ def record_divergence(cfg: DictConfig, datamodule, diverged: RunDiverged, output
             "metrics": {},
         },
     )
-    where = f"the last good checkpoint is {good}" if good else "no epoch had finished"
+    where = "no epoch had finished"
+    if good is not None:
+        where = f"the last good checkpoint is {Path(good).resolve()}"
     diverged.args = (
         f"training diverged: {diverged}; {where}; results.json says 'diverged'. Lower optim.lr "
         "(or sigma/lam) and start a new run",
