@@ -324,7 +324,8 @@ def _launch_record(path: Path) -> bool:
 
 @contextlib.contextmanager
 def forget_unused_folder(folder: Path, up_to: Path | None = None):
-    """Remove the folder Hydra made for a launch that was refused before writing its run.
+    """Remove the folder Hydra made for a launch that was refused before writing its run, and
+    the empty log file Hydra opened in a folder that holds a run.
 
     Only a folder holding log files and Hydra's ``.hydra/`` record and nothing else is removed:
     a launch that got as far as writing leaves config.yaml or results, so such logs are of
@@ -335,6 +336,9 @@ def forget_unused_folder(folder: Path, up_to: Path | None = None):
         yield
     except BaseException:
         if is_rank_zero() and folder.is_dir():
+            for log in folder.glob("*.log"):  # opened by Hydra for this launch, never written
+                if log.is_file() and not log.is_symlink() and log.stat().st_size == 0:
+                    log.unlink()
             entries = list(folder.iterdir())
             if all(_launch_record(p) for p in entries):
                 for entry in entries:

@@ -106,6 +106,8 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
         f"{datamodule.describe()}; "
         f"pace={cfg.pace.mode} sigma={cfg.pace.sigma} lam={cfg.pace.lam} adapter={cfg.adapter.name}"
     )
+    if cfg.train:
+        datamodule.setup("fit")  # decodes (and caches) the images fit uses: a bad one stops here
     begin_run(launch, cfg)
     prepare_wandb(cfg)
     from src.checkpoints import SignalsStopTraining
