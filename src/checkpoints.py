@@ -80,3 +80,29 @@ class SignalsStopTraining(Callback):
         if self._installed:
             signal.signal(signal.SIGUSR1, signal.SIG_DFL)
             self._installed = False
+
+
+class SameDataOrderOnResume(Callback):
+    """Makes a resumed run draw its shuffles from the same random numbers as an uninterrupted one
+    when the training DataLoader keeps its workers between epochs.
+
+    Creating a DataLoader iterator draws one number from torch's global generator (the workers'
+    base seed). With persistent workers an uninterrupted run creates the iterator once, in its
+    first epoch; a resumed run creates it in the epoch it resumes, one draw more than the
+    uninterrupted run made there, so every later shuffle (and noise draw) differs. Drawing that
+    number at the start of every later epoch makes both runs draw in step: checkpoints restore
+    the generator's state, and each epoch then consumes the same numbers in the same order.
+    """
+
+    def __init__(self):
+        self._epochs_started = 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        import torch
+
+        loader = getattr(trainer.fit_loop, "_combined_loader", None)
+        loaders = loader.flattened if loader is not None else []
+        persistent = any(getattr(dl, "persistent_workers", False) for dl in loaders)
+        if persistent and self._epochs_started > 0:
+            torch.empty((), dtype=torch.int64).random_()  # as DataLoader's iterator would
+        self._epochs_started += 1

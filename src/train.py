@@ -110,13 +110,17 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
         datamodule.setup("fit")  # decodes (and caches) the images fit uses: a bad one stops here
     begin_run(launch, cfg)
     prepare_wandb(cfg)
-    from src.checkpoints import SignalsStopTraining
+    from src.checkpoints import SameDataOrderOnResume, SignalsStopTraining
 
     trainer = hydra.utils.instantiate(
         cfg.trainer,
         logger=instantiate_group(cfg.get("logger")) or False,
-        # Not a config entry: a run must stop cleanly on SIGUSR1 whatever the callbacks group.
-        callbacks=[*instantiate_group(cfg.get("callbacks")), SignalsStopTraining()],
+        # Not config entries: stopping cleanly on SIGUSR1 and resuming exactly are not options.
+        callbacks=[
+            *instantiate_group(cfg.get("callbacks")),
+            SignalsStopTraining(),
+            SameDataOrderOnResume(),
+        ],
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(

@@ -90,8 +90,17 @@ def test_tune_protocol_validates_on_val200(compose_cfg, data_root):
     assert "test/acc" not in results["metrics"]
 
 
-def test_interrupted_run_resumes_from_last_ckpt_to_the_same_end(compose_cfg, data_root, tmp_path):
-    overrides = ("pace=pace", "sigma=1.0", "trainer.max_epochs=4", "test=false")
+@pytest.mark.parametrize("workers", [0, 1])
+def test_interrupted_run_resumes_from_last_ckpt_to_the_same_end(
+    compose_cfg, data_root, tmp_path, workers
+):
+    overrides = (
+        "pace=pace",
+        "sigma=1.0",
+        "trainer.max_epochs=4",
+        "test=false",
+        f"data.num_workers={workers}",  # persistent workers must not change the data order
+    )
     straight = tiny_run(compose_cfg, data_root, *overrides)
     with open_dict(straight):
         straight.paths.output_dir = str(tmp_path / "straight")
