@@ -104,3 +104,27 @@ def test_stopped_run_resumes_to_the_uninterrupted_end(straight, signum):
     assert results[1]["status"] == "finished"
     assert results[1]["metrics"].keys() == results[0]["metrics"].keys()
     assert results[1]["metrics"]["test/acc"] == results[0]["metrics"]["test/acc"]
+
+
+def test_multiruns_started_together_get_their_own_folders(straight):
+    """Two sweeps whose folder names collide (the same second) each claim one of their own."""
+    sweep = f"hydra.sweep.dir=${{claim_folder:{straight / 'sweeps' / 'same_second'}}}"
+    args = [
+        "-m",
+        *base_args(straight / "data"),
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "test=false",
+        "sigma=0.1,0.2",
+        sweep,
+    ]
+    procs = [launch(args) for _ in range(2)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err[-3000:]
+    folders = sorted(p.name for p in (straight / "sweeps").iterdir())
+    assert folders == ["same_second", "same_second_2"]
+    for folder in folders:
+        results = sorted((straight / "sweeps" / folder).glob("*/results.json"))
+        assert len(results) == 2
+        assert {json.loads(r.read_text())["sigma"] for r in results} == {0.1, 0.2}
