@@ -19,14 +19,10 @@ comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 RUN_ARGS ?=
 
-<<<<<<< HEAD
-.PHONY: help install test test-fast lint train demo demo-data backbone clean
-=======
-.PHONY: help install test lint train demo demo-data backbone check-data clean
->>>>>>> data
+.PHONY: help install test test-fast lint train demo demo-data backbone check-data clean
 
 help: ## show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-11s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## create .venv and install the project (editable) with its dev extras
 
@@ -55,7 +51,7 @@ DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 demo: demo-data backbone ## fresh machine -> real PACE vs baseline fine-tune of a pre-trained ViT, offline
 	$(PY) -m src.train experiment=demo pace=none,pace \
-	  hydra.sweep.dir=$(DEMO_DIR) -m $(RUN_ARGS)
+	  hydra.sweep.dir=$(DEMO_DIR) $(RUN_ARGS) -m
 	@echo; echo "Results ($(DEMO_DIR)):"; $(PY) -m src.report $(DEMO_DIR)
 
 demo-data: install ## Fashion-MNIST (Debian package) -> data/vtab-1k/fashion_mnist in VTAB-1k layout

@@ -273,3 +273,12 @@ def unread_appended_keys(overrides: list[str], cfg: DictConfig, groups) -> list[
         hint = f"; did you mean {near}? (set it without '+': {near}=...)" if near else ""
         warnings.append(f"WARNING: {override} adds a key that nothing reads{hint}")
     return warnings
+
+def _mkdir(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+# `${mkdir:<folder>}` is the folder, created if missing: SQLite (the Optuna study in
+# conf/hparams_search/pace_optuna.yaml) opens a database file only in an existing folder.
+OmegaConf.register_new_resolver("mkdir", _mkdir, replace=True)

@@ -28,24 +28,10 @@ def load_run_config(run_dir: Path) -> DictConfig:
     raise UserError(f"{run_dir} is not a training run folder: it has no config.yaml")
 
 
-def load_weights(model, path: Path) -> None:
-    """``adapter.safetensors`` onto ``model``; a truncated or foreign file is one line."""
-    from safetensors import SafetensorError
-
-    from src.model import load_trainable
-
-    try:
-        load_trainable(model, path)
-    except SafetensorError as error:
-        raise UserError(
-            f"{path} is truncated or not a safetensors file ({error}); train the run to its "
-            "end again, or point weights= at an intact adapter.safetensors"
-        ) from None
-
-
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
 
+    from src.model import load_trainable
     from src.train import build_finetuner
 
     run_dir = Path(cfg.run_dir)
@@ -61,7 +47,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(run_cfg.seed)
     datamodule = hydra.utils.instantiate(run_cfg.data)
     finetuner = build_finetuner(run_cfg, datamodule.num_classes)
-    load_weights(finetuner.model, Path(cfg.weights))
+    load_trainable(finetuner.model, cfg.weights)
     trainer = L.Trainer(
         logger=False,
         enable_checkpointing=False,

@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from src.adapters import AdapterConfig, branch_modules, inject, restore_selection
 from src.backbones import build_backbone
 from src.errors import UserError
+from src.fingerprint import frozen_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,11 @@ def save_trainable(model: nn.Module, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file(trainable_state_dict(model), str(tmp))
+    # The frozen backbone's fingerprint travels with the weights: src.eval checks that it rebuilt
+    # the same backbone before reporting a number.
+    metadata = {"frozen_fingerprint": frozen_fingerprint(model)}
+    save_file(trainable_state_dict(model), str(tmp), metadata=metadata)
+    tmp.chmod(0o644)  # readable by the group, like every other file of the run folder
     tmp.replace(path)
     return path
 
@@ -72,8 +78,23 @@ def load_trainable(model: nn.Module, path: str | Path) -> None:
         raise UserError(
             f"adapter weights not found: {path} (a training run writes adapter.safetensors)"
         )
-    state = load_file(str(path))
+    try:
+        state = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as err:  # safetensors raises its own error types for a damaged file
+        raise UserError(
+            f"{path} is not a readable safetensors file ({err}); re-run the training or "
+            "restore the file"
+        ) from None
     restore_selection(model, state)  # data-chosen structure (GPS, GRFT) before shapes are checked
+    saved_fingerprint = metadata.get("frozen_fingerprint")
+    if saved_fingerprint is not None and saved_fingerprint != frozen_fingerprint(model):
+        raise UserError(
+            f"{path} was trained on a different frozen backbone than this config builds "
+            "(backbone name, weights file, img_size or seed differ); evaluate with the run's own "
+            "config.yaml settings"
+        )
     expected = trainable_state_dict(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

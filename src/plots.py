@@ -22,6 +22,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from src.cli import report_user_errors
 from src.errors import UserError
 from src.report import Run, labels_for, load_runs
 
@@ -160,22 +161,22 @@ def plot_heatmap(grids: dict, out: Path) -> None:
     fig.savefig(out, dpi=120)
 
 
+@report_user_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Diagnostics curves and σ x λ heatmaps.")
     parser.add_argument("folders", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, help="diagnostics plot (default diagnostics.png)")
+    parser.add_argument(
+        "--out", type=Path, help="diagnostics plot (default: diagnostics.png in the first folder)"
+    )
     parser.add_argument("--heatmap", type=Path, help="σ x λ heatmap of a tune sweep")
     args = parser.parse_args(argv)
-    try:
-        if args.heatmap:
-            plot_heatmap(sweep_grids(args.folders), args.heatmap)
-            print(f"wrote {args.heatmap}")
-        if args.out or not args.heatmap:
-            out = args.out or Path("diagnostics.png")
-            plot_diagnostics(*collect(args.folders), out)
-            print(f"wrote {out}")
-    except UserError as err:
-        raise SystemExit(f"error: {err}") from None
+    if args.heatmap:
+        plot_heatmap(sweep_grids(args.folders), args.heatmap)
+        print(f"wrote {args.heatmap}")
+    if args.out or not args.heatmap:
+        out = args.out or args.folders[0] / "diagnostics.png"
+        plot_diagnostics(*collect(args.folders), out)
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

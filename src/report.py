@@ -32,6 +32,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from src.cli import report_user_errors
 from src.data.tables import (
     DATAMODULES,
     DOMAIN_TEST_SETS,
@@ -188,7 +189,10 @@ def _recipe(benchmark: str, task: str) -> dict:
         for key, value in entry.items():
             if key.startswith("override /") and key != "override /data":
                 flat[f"{key.removeprefix('override /')}.name"] = value
-    return flat | flatten(tree)
+    flat |= flatten(tree)
+    if "paper_rank" in flat:  # the paper's adapters read their rank from it
+        flat["adapter.rank"] = flat["paper_rank"]
+    return flat
 
 
 def row_key(run: Run) -> tuple:
@@ -444,16 +448,14 @@ def write_csv(tables: list[Table], path: Path) -> None:
         writer.writerows(records)
 
 
+@report_user_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The paper's tables from src.train run folders.")
     parser.add_argument("folders", nargs="+", type=Path, help="run or sweep folders")
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     parser.add_argument("--csv", type=Path, help="also write every cell (long form) as CSV")
     args = parser.parse_args(argv)
-    try:
-        tables, skipped = build_tables(load_runs(args.folders))
-    except UserError as err:
-        raise SystemExit(f"error: {err}") from None
+    tables, skipped = build_tables(load_runs(args.folders))
     text = render(tables, skipped)
     print(text, end="")
     if args.markdown:

@@ -79,6 +79,7 @@ class Launch:
     ckpt_path: str | None  # what trainer.fit starts from (None: epoch 0)
     continues_run: bool  # the folder's run goes on: its config.yaml stays as it is
     replaces_run: bool = False  # overwrite=true: the earlier run's outputs are removed first
+    finished_metrics: dict | None = None  # a sweep's job that finished earlier: not run again
 
 
 def run_status(folder: Path) -> str | None:
@@ -89,8 +90,21 @@ def run_status(folder: Path) -> str | None:
             return json.loads(results.read_text()).get("status", "finished")
         except (OSError, ValueError, AttributeError):
             return "finished"  # unreadable results still mean a run got to its end here
-    started = (folder / "config.yaml").exists() or any((folder / "checkpoints").glob("*.ckpt"))
+    started = (folder / "config.yaml").exists() or bool(checkpoint_files(folder))
     return "unfinished" if started else None
+
+
+def checkpoint_files(folder: Path) -> list[Path]:
+    """A run folder's checkpoints: ``checkpoints/*.ckpt`` (epoch ends, the last.ckpt link) and
+    ``hpc_ckpt_<n>.ckpt`` (saved by Lightning when SLURM asks a job to requeue)."""
+    return [*(folder / "checkpoints").glob("*.ckpt"), *folder.glob("hpc_ckpt_*.ckpt")]
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def prepare_run_folder(cfg: DictConfig) -> Launch:
@@ -111,12 +125,20 @@ def prepare_run_folder(cfg: DictConfig) -> Launch:
             )
         say(f"overwrite=true: the {status} run in {folder} is replaced")
         return Launch(folder, _explicit_checkpoint(ckpt), continues_run=False, replaces_run=True)
+    if status in ("finished", "diverged") and in_multirun():
+        # A sweep re-run into its folder (or a requeued job) skips the jobs that ended; a
+        # sweeper (Optuna) still gets their value.
+        say(f"{folder / 'results.json'} exists: this job {status} in an earlier launch; skipped")
+        metrics = json.loads((folder / "results.json").read_text()).get("metrics", {})
+        return Launch(folder, None, continues_run=True, finished_metrics=metrics)
     if status in ("finished", "diverged"):
         raise UserError(
             f"{folder} holds a {status} run (see its results.json); evaluate it with "
             f"'python -m src.eval run_dir={folder}', start a new run in another folder, "
             "or add overwrite=true to replace it"
         )
+    if status == "unfinished" and ckpt is None and in_multirun():
+        ckpt = "last"  # a sweep re-run into its folder (or a requeued job) continues each job
     if status == "unfinished" and ckpt is None:
         raise UserError(
             f"{folder} holds an unfinished run; continue it with ckpt_path=last, or add "
@@ -125,7 +147,7 @@ def prepare_run_folder(cfg: DictConfig) -> Launch:
     if status == "unfinished" and (folder / "config.yaml").is_file():
         check_same_config(folder / "config.yaml", cfg)
     if ckpt == "last":
-        start = choose_resume_checkpoint(folder / "checkpoints", started=status is not None)
+        start = choose_resume_checkpoint(folder, started=status is not None)
     else:
         start = _explicit_checkpoint(ckpt)
     return Launch(folder, start, continues_run=status is not None)
@@ -162,35 +184,45 @@ def checkpoint_problem(path: Path) -> str | None:
     return None
 
 
-def epoch_checkpoints(folder: Path) -> list[Path]:
-    """The checkpoint files in ``folder`` other than the last.ckpt link, newest first."""
+def saved_checkpoints(run: Path) -> list[Path]:
+    """The run's checkpoint files other than the last.ckpt link, newest first."""
     return sorted(
-        (p for p in folder.glob("*.ckpt") if p.name != "last.ckpt" and not p.is_symlink()),
+        (p for p in checkpoint_files(run) if p.name != "last.ckpt" and not p.is_symlink()),
         key=lambda p: (p.stat().st_mtime, p.name),
         reverse=True,
     )
 
 
-def choose_good_checkpoint(folder: Path) -> str | None:
-    """last.ckpt if readable, else the newest readable checkpoint, else None."""
-    last = folder / "last.ckpt"
-    if checkpoint_problem(last) is None:
+def choose_good_checkpoint(run: Path) -> str | None:
+    """The newest readable checkpoint of the run in folder ``run``, else None.
+
+    That is last.ckpt (the newest epoch end), unless a requeue checkpoint is newer or last.ckpt
+    cannot be read.
+    """
+    last = run / "checkpoints" / "last.ckpt"
+    readable = [p for p in saved_checkpoints(run) if checkpoint_problem(p) is None]
+    if checkpoint_problem(last) is None and not (
+        readable and readable[0].stat().st_mtime > last.stat().st_mtime
+    ):
         return str(last)
-    return next((str(p) for p in epoch_checkpoints(folder) if checkpoint_problem(p) is None), None)
+    return str(readable[0]) if readable else None
 
 
-def choose_resume_checkpoint(folder: Path, started: bool) -> str | None:
-    """``ckpt_path=last``: last.ckpt, else the newest readable checkpoint, else None or stop."""
+def choose_resume_checkpoint(run: Path, started: bool) -> str | None:
+    """``ckpt_path=last``: the run's newest readable checkpoint (:func:`choose_good_checkpoint`),
+    saying so when last.ckpt is not it; none: start from epoch 0, or stop when some exist."""
+    folder = run / "checkpoints"
     last = folder / "last.ckpt"
     problem = checkpoint_problem(last)
-    good = choose_good_checkpoint(folder)
+    good = choose_good_checkpoint(run)
     if good == str(last):
-        say(f"resuming from {last}")
+        say(f"resuming from {last}, the newest checkpoint of this run folder")
         return good
     if good is not None:
-        say(f"{last} {problem}; resuming from {good}, the newest readable checkpoint")
+        reason = f"{last} {problem}" if problem else f"{good} is newer than {last}"
+        say(f"{reason}; resuming from {good}, the newest readable checkpoint")
         return good
-    others = epoch_checkpoints(folder)
+    others = saved_checkpoints(run)
     if others or last.is_symlink() or last.exists():
         raise UserError(
             f"no readable checkpoint in {folder}: last.ckpt {problem}"

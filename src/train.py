@@ -38,7 +38,15 @@ from src.cli import (
 )
 from src.config import unread_appended_keys, validate_train_config
 from src.extras import apply_extras
-from src.run_folder import Launch, begin_run, forget_unused_folder, prepare_run_folder
+from src.launch import drop_requeue_checkpoints, prepare_ddp_for_this_job
+from src.loggers import log_run_config
+from src.run_folder import (
+    Launch,
+    begin_run,
+    forget_unused_folder,
+    in_multirun,
+    prepare_run_folder,
+)
 from src.stopping import RunDiverged
 
 if TYPE_CHECKING:
@@ -97,6 +105,8 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     from src.adapters import calibrate_adapters, count_parameters
 
     launch = launch or check_launch(cfg)
+    if launch.finished_metrics is not None:
+        return launch.finished_metrics
     output_dir = launch.folder
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -110,6 +120,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
         datamodule.setup("fit")  # decodes (and caches) the images fit uses: a bad one stops here
     begin_run(launch, cfg)
     prepare_wandb(cfg)
+    prepare_ddp_for_this_job(output_dir)
     from src.checkpoints import SameDataOrderOnResume, SignalsStopTraining
 
     trainer = hydra.utils.instantiate(
@@ -122,10 +133,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
             SameDataOrderOnResume(),
         ],
     )
-    for logger in trainer.loggers:
-        logger.log_hyperparams(
-            {"protocol": datamodule.protocol, "task": datamodule.task, "seed": cfg.seed}
-        )
+    log_run_config(trainer.loggers, cfg)
 
     metrics: dict[str, float] = {}
     started = time.perf_counter()
@@ -136,6 +144,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
             fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir)
         except RunDiverged as diverged:
             record_divergence(cfg, datamodule, diverged, output_dir)
+        drop_requeue_checkpoints(trainer, output_dir)
         # A resume after the last epoch's checkpoint fits nothing: its metrics come from there.
         metrics.update(finetuner.restored_metrics)
         metrics.update(to_float_dict(trainer.callback_metrics))
@@ -186,7 +195,7 @@ def record_divergence(cfg: DictConfig, datamodule, diverged: RunDiverged, output
     """results.json says the run diverged (no weights are saved); one line says what to do."""
     from src.run_folder import choose_good_checkpoint
 
-    good = choose_good_checkpoint(output_dir / "checkpoints")
+    good = choose_good_checkpoint(output_dir)
     write_json(
         output_dir / "results.json",
         {
@@ -320,13 +329,6 @@ def main(cfg: DictConfig) -> float | None:
         finally:
             finish_wandb()
     return metrics.get(cfg.get("optimized_metric"))
-
-
-def in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 if __name__ == "__main__":

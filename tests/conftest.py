@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,33 @@ def compose_cfg(tmp_path):
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cluster_running(state: str) -> bool:
+    pidfile = Path(state, "run", "slurmctld.pid")
+    try:
+        os.kill(int(pidfile.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def slurm_conf():
+    """Bring the local cluster up for the session (installing SLURM when root) and down after."""
+    state = os.environ.get("PACE_SLURM_DIR", "/tmp/pace-slurm")
+    # Six CPUs on two cores: the DDP sweep's two 2-task jobs and the requeue job run side by side.
+    env = {**os.environ, "PACE_SLURM_DIR": state, "PACE_SLURM_CPUS": "6"}
+    was_running = _cluster_running(state)
+    up = subprocess.run(
+        [str(REPO / "tools/slurm/up.sh")], env=env, capture_output=True, text=True, timeout=900
+    )
+    if up.returncode == 3:  # not installed, and not root: nothing here can install it
+        pytest.skip(up.stderr.strip())
+    assert up.returncode == 0, up.stdout + up.stderr
+    yield f"{state}/slurm.conf"
+    if not was_running:
+        subprocess.run([str(REPO / "tools/slurm/down.sh")], env=env, timeout=120, check=True)

@@ -80,6 +80,7 @@ def test_report_summarises_seeds(tmp_path, capsys):
     assert row in out
 
 
-def test_report_without_runs_is_an_error(tmp_path):
-    with pytest.raises(SystemExit, match="no results.json"):
+def test_report_without_runs_is_an_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
         report_main([str(tmp_path)])
+    assert stop.value.code == 2 and "error: no results.json" in capsys.readouterr().err

@@ -88,7 +88,7 @@ CASES = [
     (EVAL, "run_dir={tmp}/nowhere", ["is not a training run folder"]),
     (EVAL, "run_dir={finished} foo=1", ["unknown key 'foo'"]),
     pytest.param(
-        EVAL, "run_dir={bad_adapter}", ["is truncated or not a safetensors file"], marks=slow
+        EVAL, "run_dir={bad_adapter}", ["is not a readable safetensors file"], marks=slow
     ),
     pytest.param(
         EVAL, "run_dir={finished} data.protocol=bogus", ["unknown VTAB protocol"], marks=slow

@@ -48,7 +48,7 @@ def test_every_experiment_composes_for_every_task(compose_cfg, experiment, task)
     assert cfg["data"]["task"] == task.split("_", 1)[1]
     assert cfg["pace"]["mode"] == ("none" if experiment.endswith("baseline") else "pace")
     recipe = OmegaConf.load(CONF / "task" / f"{task}.yaml")
-    assert cfg["adapter"]["rank"] == recipe.adapter.rank
+    assert cfg["adapter"]["rank"] == recipe.paper_rank
     assert cfg["optim"]["lr"] == recipe.optim.lr
     assert cfg["optim"]["weight_decay"] == recipe.optim.weight_decay
     assert cfg["trainer"]["max_epochs"] == (300 if benchmark == "vtab" else 100)
@@ -85,6 +85,15 @@ def test_command_line_beats_the_recipe(compose_cfg):
     )
     assert (cfg.adapter.name, cfg.adapter.rank, cfg.optim.lr) == ("vpt_add", 3, 0.5)
     assert cfg.optim.weight_decay == 1e-2
+
+
+@pytest.mark.parametrize("adapter", ["adaptformer", "ssf", "lora", "bitfit"])
+def test_a_task_recipe_composes_with_any_adapter(compose_cfg, adapter):
+    # The recipe's rank belongs to the paper's adapters; another method keeps its own fields.
+    cfg = compose_cfg("experiment=vtab_baseline", "task=vtab_dtd", f"adapter={adapter}")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["adapter"]["name"] == adapter and resolved["optim"]["lr"] == 1e-3
+    assert adapter != "lora" or resolved["adapter"]["rank"] == 8  # LoRA's own default
 
 
 def test_domain_experiment_selects_its_only_task(compose_cfg):

@@ -73,7 +73,9 @@ def test_heatmap_of_a_tune_sweep(tmp_path):
     assert out.read_bytes()[:8] == PNG and Image.open(out).size[0] > 100
 
 
-def test_heatmap_refuses_final_runs(tmp_path):
+def test_heatmap_refuses_final_runs(tmp_path, capsys):
     write_run(tmp_path / "a", "pace", [1.0], protocol="final")
-    with pytest.raises(SystemExit, match="build it from data.protocol=tune runs only"):
+    with pytest.raises(SystemExit) as stop:
         main([str(tmp_path), "--heatmap", str(tmp_path / "h.png")])
+    assert stop.value.code == 2
+    assert "build it from data.protocol=tune runs only" in capsys.readouterr().err

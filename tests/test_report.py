@@ -48,7 +48,7 @@ def recipe(task):
     """The paper recipe's values for a VTAB task, so the runs below match it."""
     cfg = OmegaConf.load(f"conf/task/vtab_{task}.yaml")
     adapter = next(v for d in cfg.defaults for k, v in d.items() if k == "override /adapter")
-    return {"adapter__name": adapter, "adapter__rank": cfg.adapter.rank,
+    return {"adapter__name": adapter, "adapter__rank": cfg.paper_rank,
             "optim__lr": cfg.optim.lr, "optim__weight_decay": cfg.optim.weight_decay}
 
 
@@ -156,7 +156,9 @@ def test_domain_table_has_each_test_set_and_the_mean(tmp_path, capsys):
     assert row(out, "paper: +PACE")[-1] == "46.30" and row(out, "paper: baseline")[-1] == "44.80"
 
 
-def test_no_runs_is_an_error(tmp_path):
-    with pytest.raises(SystemExit, match="no results.json"):
+def test_no_runs_is_an_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
         main([str(tmp_path)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.startswith("error: no results.json")
     assert render([], []) == ""

@@ -1,0 +1,64 @@
+"""How a run spreads over processes, clusters and launches: DDP ranks under Hydra, SLURM
+requeue, and re-running an interrupted sweep.
+
+One rule covers every way a job can come back to its folder: a run resumes from the newest
+checkpoint its folder holds, and a job of a multirun whose folder holds ``results.json`` is not
+run again. Under SLURM (hydra/launcher=slurm), SLURM sends SIGUSR1 shortly before the time limit;
+Lightning saves ``<run folder>/hpc_ckpt_<n>.ckpt`` and requeues the job, which reruns the same
+sweep point in the same folder and resumes from that checkpoint. Re-running a sweep command with
+``hydra.sweep.dir=<its folder>`` skips the finished jobs and resumes the others from
+``checkpoints/last.ckpt``. src/run_folder.py decides both (docs/run_folders.md).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# What Lightning's process launcher leaves in the environment of rank 0 for its children.
+_LIGHTNING_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def prepare_ddp_for_this_job(output_dir: str | Path) -> None:
+    """Let each job of a multirun start its own DDP ranks, which run that job, in its folder.
+
+    Without a cluster launcher, Lightning starts every other rank by re-running ``sys.argv`` with
+    ``hydra.run.dir=<hydra.run.dir>``. In a multirun that command is the whole sweep (``-m``,
+    every value of every swept key) and ``hydra.run.dir`` an unused, time-stamped folder: each
+    rank would run all sweep points and write folders of its own. Here the command becomes this
+    job's own overrides as a single run in this job's folder.
+
+    The previous job's ranks are gone, but its process group and the variables Lightning set for
+    them (``LOCAL_RANK`` makes Lightning believe someone else starts the ranks) are still in this
+    process: both are cleared. Single runs, and each rank under srun, have nothing to fix.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+        for name in _LIGHTNING_DDP_ENV:
+            os.environ.pop(name, None)
+    hydra_cfg = HydraConfig.get()
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg):
+        hydra_cfg.run.dir = str(output_dir)
+
+
+def drop_requeue_checkpoints(trainer, run_dir: str | Path) -> None:
+    """Delete the run folder's ``hpc_ckpt_*.ckpt`` once ``fit`` has finished.
+
+    Under SLURM Lightning restores the newest hpc checkpoint whenever fit or test is called with
+    ``ckpt_path=None``: left in place, ``trainer.test`` would evaluate the weights saved at the
+    requeue signal instead of the final ones.
+    """
+    if trainer.is_global_zero:
+        for path in Path(run_dir).glob("hpc_ckpt_*.ckpt"):
+            path.unlink()
+    trainer.strategy.barrier()  # no rank may look for the files while rank 0 deletes them
