@@ -204,3 +204,25 @@ def test_config_changes_ignore_paths_and_speed_keys():
     assert config_changes(saved, new) == []
     new["data"]["task"] = "y"
     assert config_changes(saved, new) == ["data.task 'x' -> 'y'"]
+
+
+def fake_checkpoint(path: Path, mtime: int) -> None:
+    """A zip archive like torch.save's (checkpoint_problem reads only the archive)."""
+    import zipfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"x" * 100)
+    os.utime(path, (mtime, mtime))
+
+
+def test_newest_readable_checkpoint_includes_slurm_requeue_checkpoints(tmp_path):
+    from src.run_folder import choose_good_checkpoint
+
+    fake_checkpoint(tmp_path / "checkpoints" / "epoch000.ckpt", 1000)
+    os.symlink("epoch000.ckpt", tmp_path / "checkpoints" / "last.ckpt")
+    assert choose_good_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+    fake_checkpoint(tmp_path / "hpc_ckpt_1.ckpt", 2000)  # saved at the requeue signal, later
+    assert choose_good_checkpoint(tmp_path) == str(tmp_path / "hpc_ckpt_1.ckpt")
+    (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"PK\x03\x04 cut")  # killed while writing it
+    assert choose_good_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
