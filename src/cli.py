@@ -6,6 +6,7 @@ validated, and ``--help`` or a config error must answer in about a second.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -25,7 +26,12 @@ EXIT_INTERRUPTED = 130
 
 
 class RunInterrupted(Exception):
-    """The user stopped a run; the message says what was saved and how to resume."""
+    """The user (or a scheduler's signal) stopped a run; the message says what was saved and
+    how to resume; ``exit_status`` is 128 + the signal's number."""
+
+    def __init__(self, message: str, exit_status: int = EXIT_INTERRUPTED):
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def find_user_error(err: BaseException) -> UserError | None:
@@ -48,15 +54,61 @@ def report_user_errors(fn):
             return fn(*args, **kwargs)
         except RunInterrupted as stop:
             print(f"interrupted: {stop}", file=sys.stderr)
-            sys.exit(EXIT_INTERRUPTED)
+            sys.exit(stop.exit_status)
         except Exception as err:
-            user_error = find_user_error(err)
-            if user_error is None:
+            line = one_line_error(err)
+            if line is None:
                 raise
-            print(f"error: {user_error}", file=sys.stderr)
+            print(f"error: {line}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
+
+
+def user_message(err: UserError) -> str:
+    """The error's one line. A UserError raised in a DataLoader worker comes back re-raised as
+    ``UserError("Caught UserError in DataLoader worker …Original Traceback…")``: keep only the
+    original message, its last line."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith("src.errors.UserError: ") else last
+    return " ".join(text.split())
+
+
+def run_entry(hydra_main, config_name: str) -> None:
+    """Run a ``@hydra.main`` entry so that mistakes Hydra catches before the task function runs
+    (unknown group option or key, wrong type, unparsable override, missing required value, a
+    folder it cannot write) also end in one ``error:`` line and exit status 2."""
+    # Hydra then re-raises errors instead of printing its own multi-line report and exit 1.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra_main()
+    except Exception as err:
+        line = one_line_error(err, config_name)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
+
+
+# OS errors a user fixes (permissions, a read-only filesystem), not the code.
+ACCESS_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def one_line_error(err: BaseException, config_name: str = "train") -> str | None:
+    """The one line for a mistake the user can fix, or None for a programming error."""
+    from src.hydra_errors import describe
+
+    user_error = find_user_error(err)
+    if user_error is not None:
+        return user_message(user_error)
+    if isinstance(err, OSError) and err.filename and err.errno in ACCESS_ERRORS:
+        return (
+            f"cannot write {err.filename} ({err.strerror}); make the folder writable or "
+            "choose another with hydra.run.dir=..."
+        )
+    return describe(err, config_name)
 
 
 def is_rank_zero() -> bool:

@@ -10,14 +10,12 @@ import logging
 from pathlib import Path
 
 import hydra
-import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import src.config  # noqa: F401  (registers the ${cwd:} resolver before Hydra composes)
-from src.cli import report_user_errors, to_float_dict, write_json
+from src.cli import report_user_errors, run_entry, to_float_dict, write_json
 from src.errors import UserError
-from src.model import load_trainable
-from src.train import build_finetuner
+from src.run_folder import forget_unused_folder
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +29,19 @@ def load_run_config(run_dir: Path) -> DictConfig:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
+    import lightning as L
+
+    from src.model import load_trainable
+    from src.train import build_finetuner
+
     run_dir = Path(cfg.run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run_dir {run_dir} is not a folder; give a training run's folder")
     run_cfg = load_run_config(run_dir)
     with open_dict(run_cfg):
         run_cfg.paths = cfg.paths
-        run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
+        given = {k: v for k, v in OmegaConf.to_container(cfg.data).items() if v is not None}
+        run_cfg.data = OmegaConf.merge(run_cfg.data, given)
         run_cfg.pace.mode = "none"  # evaluation never perturbs; the merged weights are tested
     if run_cfg.get("seed") is not None:
         L.seed_everything(run_cfg.seed)
@@ -63,8 +69,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
-    return evaluate(cfg).get("test/acc")
+    # A refused evaluation leaves no empty eval/<time>/ folder behind.
+    with forget_unused_folder(Path(cfg.paths.output_dir), up_to=Path(cfg.run_dir)):
+        return evaluate(cfg).get("test/acc")
 
 
 if __name__ == "__main__":
-    main()
+    run_entry(main, "eval")

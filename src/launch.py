@@ -7,51 +7,14 @@ run again. Under SLURM (hydra/launcher=slurm), SLURM sends SIGUSR1 shortly befor
 Lightning saves ``<run folder>/hpc_ckpt_<n>.ckpt`` and requeues the job, which reruns the same
 sweep point in the same folder and resumes from that checkpoint. Re-running a sweep command with
 ``hydra.sweep.dir=<its folder>`` skips the finished jobs and resumes the others from
-``checkpoints/last.ckpt``.
+``checkpoints/last.ckpt``. src/run_folder.py decides both (docs/run_folders.md).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
-
-from src.cli import say
-
-
-def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def finished_job_metrics(output_dir: str | Path) -> dict[str, float] | None:
-    """The metrics of a multirun job that already finished in this folder, else None.
-
-    Re-running a sweep into the same folder then skips finished jobs; the stored metrics are
-    still returned, so a sweeper (Optuna) gets the job's value.
-    """
-    results = Path(output_dir) / "results.json"
-    if not _in_multirun() or not results.is_file():
-        return None
-    say(f"{results} exists: this job finished in an earlier launch; not run again")
-    return json.loads(results.read_text())["metrics"]
-
-
-def newest_checkpoint(output_dir: str | Path) -> str | None:
-    """The checkpoint a run in this folder resumes from, if any: the newer of
-    ``checkpoints/last.ckpt`` (end of an epoch) and ``hpc_ckpt_<n>.ckpt`` (SLURM requeue)."""
-    folder = Path(output_dir)
-    found = [p for p in (folder / "checkpoints" / "last.ckpt", *folder.glob("hpc_ckpt_*.ckpt"))
-             if p.is_file()]  # fmt: skip
-    if not found:
-        return None
-    newest = max(found, key=lambda p: p.stat().st_mtime)
-    say(f"resuming from {newest}, the newest checkpoint of this run folder")
-    return str(newest)
-
 
 # What Lightning's process launcher leaves in the environment of rank 0 for its children.
 _LIGHTNING_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")

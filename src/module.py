@@ -19,6 +19,7 @@ from src.pace import Regulariser
 from src.pace.consistency import squared_distance
 from src.rng import capture_rng_states, restore_rng_states
 from src.schedule import LR_SCHEDULES, epoch_cosine_scheduler, warmup_cosine_lr
+from src.stopping import RunDiverged
 
 
 class FineTuner(LightningModule):
@@ -67,6 +68,8 @@ class FineTuner(LightningModule):
         # partial state dict; on_load_checkpoint checks the trainable part itself.
         self.strict_loading = False
         self._frozen_fingerprint: str | None = None
+        # Epoch-level metrics of the checkpoint a resume starts from (see on_save_checkpoint).
+        self.restored_metrics: dict[str, float] = {}
         self._use_test_sets(["test"], {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,6 +131,18 @@ class FineTuner(LightningModule):
         state = checkpoint["state_dict"]
         checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in frozen}
         checkpoint["frozen_fingerprint"] = self.frozen_fingerprint()
+        # A run resumed from its last epoch's checkpoint fits nothing more; these let its
+        # results.json report the same validation metrics an uninterrupted run does.
+        checkpoint["epoch_metrics"] = {
+            name: float(value)
+            for name, value in self.trainer.callback_metrics.items()
+            if value.numel() == 1 and not name.endswith("_step")
+        }
+        bad = [n for n, p in self.named_parameters() if p.requires_grad and not p.isfinite().all()]
+        if bad:  # never save a checkpoint that a resume could not train on from
+            raise RunDiverged(
+                f"weights became non-finite ({bad[0]})", self.global_step, self.current_epoch
+            )
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved_fingerprint = checkpoint.get("frozen_fingerprint")
@@ -138,6 +153,7 @@ class FineTuner(LightningModule):
                 "run's own config.yaml settings"
             )
         self._check_trainable_state(checkpoint["state_dict"])
+        self.restored_metrics = dict(checkpoint.get("epoch_metrics", {}))
         if "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
 
@@ -158,6 +174,12 @@ class FineTuner(LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, index = batch
         parts = self.regulariser(self.model, x, y, index, self.global_step)
+        # Stop before the optimiser applies a NaN/inf loss: the weights (and every checkpoint)
+        # stay finite. One device sync per step, which the progress bar's loss costs anyway.
+        if not torch.isfinite(parts.loss):
+            raise RunDiverged(
+                f"the loss became {parts.loss.item()}", self.global_step, self.current_epoch
+            )
         self.train_acc(parts.logits.detach(), parts.targets)
         # sync_dist: values are averaged over DDP ranks (torchmetrics objects sync themselves).
         log = dict(on_step=True, on_epoch=True, batch_size=x.shape[0], sync_dist=True)

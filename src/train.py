@@ -13,6 +13,7 @@ answers ``--help`` and reports config mistakes before any of them would be neede
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import time
@@ -30,20 +31,23 @@ from src.cli import (
     instantiate_group,
     prepare_wandb,
     report_user_errors,
+    run_entry,
     say,
     to_float_dict,
     write_json,
-    write_resolved_config,
 )
-from src.errors import UserError
+from src.config import unread_appended_keys, validate_train_config
 from src.extras import apply_extras
-from src.launch import (
-    drop_requeue_checkpoints,
-    finished_job_metrics,
-    newest_checkpoint,
-    prepare_ddp_for_this_job,
-)
+from src.launch import drop_requeue_checkpoints, prepare_ddp_for_this_job
 from src.loggers import log_run_config
+from src.run_folder import (
+    Launch,
+    begin_run,
+    forget_unused_folder,
+    in_multirun,
+    prepare_run_folder,
+)
+from src.stopping import RunDiverged
 
 if TYPE_CHECKING:
     from src.module import FineTuner
@@ -72,57 +76,77 @@ def build_finetuner(cfg: DictConfig, num_classes: int) -> FineTuner:
     return FineTuner(model, regulariser, num_classes=num_classes, **cfg.optim, **cfg.diagnostics)
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """``last`` means this run folder's last.ckpt; a fresh run starts when there is none."""
-    if ckpt_path in (None, ""):
-        return None
-    if ckpt_path == "last":
-        last = output_dir / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            say(f"resuming from {last}")
-            return str(last)
-        say(f"ckpt_path=last: no {last} yet, starting a fresh run")
-        return None
-    if not Path(ckpt_path).is_file():
-        raise UserError(f"ckpt_path {ckpt_path} does not exist; give a .ckpt file or 'last'")
-    return ckpt_path
+def check_launch(cfg: DictConfig) -> Launch:
+    """Everything checked before a launch writes: the config's values, then its run folder."""
+    validate_train_config(cfg)
+    return prepare_run_folder(cfg)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit and test one configuration; returns the final metrics (also in results.json)."""
+def warn_unread_keys(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from src.hydra_errors import config_groups
+
+    if HydraConfig.initialized():
+        typed = list(HydraConfig.get().overrides.task)
+        for warning in unread_appended_keys(typed, cfg, config_groups()):
+            say(warning)
+
+
+def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
+    """Fit and test one configuration; returns the final metrics (also in results.json).
+
+    ``launch`` is the checked use of the run folder (:func:`prepare_run_folder`, done here when
+    not given). Nothing is written before the config, the run folder, the data's list files and
+    the backbone weights have been checked.
+    """
     import lightning as L
 
     from src.adapters import calibrate_adapters, count_parameters
 
+    launch = launch or check_launch(cfg)
+    if launch.finished_metrics is not None:
+        return launch.finished_metrics
+    output_dir = launch.folder
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-    output_dir = Path(cfg.paths.output_dir)
-    if (finished := finished_job_metrics(output_dir)) is not None:
-        return finished
-    write_resolved_config(cfg, output_dir / "config.yaml")
     datamodule = hydra.utils.instantiate(cfg.data)
     finetuner = build_finetuner(cfg, datamodule.num_classes)
-    say(
+    say(  # describe() reads every split's list file: bad data stops the launch here
         f"{datamodule.describe()}; "
         f"pace={cfg.pace.mode} sigma={cfg.pace.sigma} lam={cfg.pace.lam} adapter={cfg.adapter.name}"
     )
+    if cfg.train:
+        datamodule.setup("fit")  # decodes (and caches) the images fit uses: a bad one stops here
+    begin_run(launch, cfg)
     prepare_wandb(cfg)
     prepare_ddp_for_this_job(output_dir)
+    from src.checkpoints import SameDataOrderOnResume, SignalsStopTraining
+
     trainer = hydra.utils.instantiate(
         cfg.trainer,
         logger=instantiate_group(cfg.get("logger")) or False,
-        callbacks=instantiate_group(cfg.get("callbacks")),
+        # Not config entries: stopping cleanly on SIGUSR1 and resuming exactly are not options.
+        callbacks=[
+            *instantiate_group(cfg.get("callbacks")),
+            SignalsStopTraining(),
+            SameDataOrderOnResume(),
+        ],
     )
     log_run_config(trainer.loggers, cfg)
 
     metrics: dict[str, float] = {}
     started = time.perf_counter()
     if cfg.train:
-        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
-        ckpt_path = ckpt_path or newest_checkpoint(output_dir)
+        ckpt_path = launch.ckpt_path
         calibrate_adapters(finetuner.model, datamodule, ckpt_path)  # GPS/GRFT: one data pass
-        fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir)
+        try:
+            fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir)
+        except RunDiverged as diverged:
+            record_divergence(cfg, datamodule, diverged, output_dir)
         drop_requeue_checkpoints(trainer, output_dir)
+        # A resume after the last epoch's checkpoint fits nothing: its metrics come from there.
+        metrics.update(finetuner.restored_metrics)
         metrics.update(to_float_dict(trainer.callback_metrics))
         if trainer.is_global_zero:
             from src.model import save_trainable
@@ -130,20 +154,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             save_trainable(finetuner.model, output_dir / "adapter.safetensors")
     fit_seconds = time.perf_counter() - started
     if cfg.test:
-        trainer.test(finetuner, datamodule=datamodule)
+        with interruptions_explained(trainer, output_dir):
+            trainer.test(finetuner, datamodule=datamodule)
         metrics.update(to_float_dict(trainer.callback_metrics))
 
     summary = {
-        "task": datamodule.task,
-        "protocol": datamodule.protocol,
-        "pace": cfg.pace.mode,
-        "sigma": cfg.pace.sigma,
-        "lam": cfg.pace.lam,
-        "adapter": cfg.adapter.name,
-        "adapter_config": OmegaConf.to_container(cfg.adapter, resolve=True),
-        "lr": cfg.optim.lr,
-        "backbone": cfg.backbone.name,
-        "seed": cfg.seed,
+        **run_identity(cfg, datamodule, "finished"),
         "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
         "peak_rss_mb": _peak_rss_mb(),
@@ -158,26 +174,88 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir) -> None:
-    """``trainer.fit``; on Ctrl-C, say what was saved and the exact command that resumes.
+def run_identity(cfg: DictConfig, datamodule, status: str) -> dict:
+    """What results.json says about which run this is (finished or not)."""
+    return {
+        "status": status,
+        "task": datamodule.task,
+        "protocol": datamodule.protocol,
+        "pace": cfg.pace.mode,
+        "sigma": cfg.pace.sigma,
+        "lam": cfg.pace.lam,
+        "adapter": cfg.adapter.name,
+        "adapter_config": OmegaConf.to_container(cfg.adapter, resolve=True),
+        "lr": cfg.optim.lr,
+        "backbone": cfg.backbone.name,
+        "seed": cfg.seed,
+    }
 
-    Lightning handles Ctrl-C by finishing the hooks and calling ``exit(1)``; we turn that into
-    :class:`RunInterrupted`, which the entry point prints and exits with status 130.
-    """
-    try:
+
+def record_divergence(cfg: DictConfig, datamodule, diverged: RunDiverged, output_dir: Path):
+    """results.json says the run diverged (no weights are saved); one line says what to do."""
+    from src.run_folder import choose_good_checkpoint
+
+    good = choose_good_checkpoint(output_dir)
+    write_json(
+        output_dir / "results.json",
+        {
+            **run_identity(cfg, datamodule, "diverged"),
+            "diverged": {"reason": str(diverged), "step": diverged.step, "epoch": diverged.epoch},
+            "last_good_checkpoint": good,
+            "metrics": {},
+        },
+    )
+    where = "no epoch had finished"
+    if good is not None:
+        where = f"the last good checkpoint is {Path(good).resolve()}"
+    diverged.args = (
+        f"training diverged: {diverged}; {where}; results.json says 'diverged'. Lower optim.lr "
+        "(or sigma/lam) and start a new run",
+    )
+    raise diverged
+
+
+def fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir) -> None:
+    """``trainer.fit``; when a signal stops it, say what was saved and the command that resumes."""
+    with interruptions_explained(trainer, output_dir):
         trainer.fit(finetuner, datamodule=datamodule, ckpt_path=ckpt_path)
-    except SystemExit:
+
+
+@contextlib.contextmanager
+def interruptions_explained(trainer, output_dir: Path):
+    """Ctrl-C, SIGTERM or SIGUSR1 during a Trainer stage become :class:`RunInterrupted`.
+
+    Lightning finishes the hooks and then calls ``exit(1)`` (Ctrl-C) or raises a SystemExit
+    without a status (SIGTERM, which would exit 0); the entry point prints the message and
+    exits with 128 + the signal's number.
+    """
+    import signal
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from src.stopping import SIGNAL_NAMES
+
+    try:
+        yield
+    except SystemExit as stop:
         if not trainer.interrupted:
             raise
+        received = signal.SIGINT
+        if isinstance(stop, SIGTERMException):
+            usr1 = [c.received for c in trainer.callbacks if hasattr(c, "received")]
+            received = next((r for r in usr1 if r is not None), signal.SIGTERM)
         last = output_dir / "checkpoints" / "last.ckpt"
         saved = (
             f"{last} holds the end of epoch {trainer.current_epoch}"
             if last.exists()
             else "no epoch had finished, nothing was saved"
         )
+        fitting = trainer.state.fn is not None and trainer.state.fn.value == "fit"
+        stage = f"in epoch {trainer.current_epoch + 1}" if fitting else "while testing"
         raise RunInterrupted(
-            f"stopped in epoch {trainer.current_epoch + 1}; {saved}. Resume with: "
-            f"{resume_command(output_dir)}"
+            f"{SIGNAL_NAMES[received]} stopped the run {stage}; {saved}. Resume with: "
+            f"{resume_command(output_dir)}",
+            exit_status=128 + int(received),
         ) from None
 
 
@@ -195,7 +273,7 @@ def resume_command(output_dir: Path) -> str:
 
 
 # Overrides that a resume command sets itself.
-RESUME_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "ckpt_path")
+RESUME_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "ckpt_path", "overwrite")
 
 
 def _peak_rss_mb() -> float:
@@ -232,18 +310,26 @@ def _processes_per_node(cfg: DictConfig) -> int:
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
     say(f"run folder: {cfg.paths.output_dir}")
-    apply_extras(cfg)
-    quiet_lightning_logs()
-    from src.threads import set_cpu_threads
+    with forget_unused_folder(Path(cfg.paths.output_dir)):  # a refused launch leaves no folder
+        warn_unread_keys(cfg)
+        launch = check_launch(cfg)  # before anything logs into the folder's train.log
+        apply_extras(cfg)
+        quiet_lightning_logs()
+        from src.threads import set_cpu_threads
 
-    threads = set_cpu_threads(cfg.get("cpu_threads", "auto"), _processes_per_node(cfg))
-    log.info("torch uses %d CPU thread(s) (cpu_threads=%s)", threads, cfg.get("cpu_threads"))
-    try:
-        metrics = train(cfg)
-    finally:
-        finish_wandb()
+        threads = set_cpu_threads(cfg.get("cpu_threads", "auto"), _processes_per_node(cfg))
+        log.info("torch uses %d CPU thread(s) (cpu_threads=%s)", threads, cfg.get("cpu_threads"))
+        try:
+            metrics = train(cfg, launch)
+        except RunDiverged as diverged:
+            if not in_multirun():
+                raise
+            say(f"error: {diverged}; the sweep goes on with its next job")
+            return None
+        finally:
+            finish_wandb()
     return metrics.get(cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":
-    main()
+    run_entry(main, "train")

@@ -53,8 +53,11 @@ def test_checkpoint_keeps_trainable_tensors_and_the_fingerprint(compose_cfg, dat
 def test_resume_on_another_backbone_is_one_line(compose_cfg, data_root, tmp_path):
     out = tmp_path / "run"
     train(tiny(compose_cfg, data_root, out))
-    # A random-init backbone is rebuilt from the seed: another seed is another backbone.
-    other = tiny(compose_cfg, data_root, out, "seed=7", "ckpt_path=last", "trainer.max_epochs=2")
+    # A random-init backbone is rebuilt from the seed: another seed is another backbone. (The
+    # run's own folder refuses another config before loading: start a new folder from its file.)
+    last = out / "checkpoints" / "last.ckpt"
+    other = tiny(compose_cfg, data_root, tmp_path / "other", "seed=7", f"ckpt_path={last}",
+                 "trainer.max_epochs=2")  # fmt: skip
     with pytest.raises(UserError, match="different frozen backbone"):
         train(other)
 

@@ -45,7 +45,7 @@ def test_negative_sigma_is_one_line(tmp_path):
     proc = run_train(
         tmp_path, f"data.root={tmp_path}", "data.task=toy", "data.num_classes=4", "sigma=-0.5"
     )
-    assert_one_error_line(proc, "sigma must be >= 0")
+    assert_one_error_line(proc, "sigma=-0.5 must be a finite number >= 0")
 
 
 def test_report_summarises_seeds(tmp_path, capsys):

@@ -2,6 +2,8 @@
 
 import csv
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -9,8 +11,10 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 from safetensors.torch import load_file
 
+from src.cli import RunInterrupted
 from src.data.synthetic import write_vtab_task
 from src.eval import evaluate
+from src.stopping import RunDiverged
 from src.train import train
 
 
@@ -86,8 +90,17 @@ def test_tune_protocol_validates_on_val200(compose_cfg, data_root):
     assert "test/acc" not in results["metrics"]
 
 
-def test_interrupted_run_resumes_from_last_ckpt_to_the_same_end(compose_cfg, data_root, tmp_path):
-    overrides = ("pace=pace", "sigma=1.0", "trainer.max_epochs=4", "test=false")
+@pytest.mark.parametrize("workers", [0, 1])
+def test_interrupted_run_resumes_from_last_ckpt_to_the_same_end(
+    compose_cfg, data_root, tmp_path, workers
+):
+    overrides = (
+        "pace=pace",
+        "sigma=1.0",
+        "trainer.max_epochs=4",
+        "test=false",
+        f"data.num_workers={workers}",  # persistent workers must not change the data order
+    )
     straight = tiny_run(compose_cfg, data_root, *overrides)
     with open_dict(straight):
         straight.paths.output_dir = str(tmp_path / "straight")
@@ -120,3 +133,77 @@ def test_eval_reproduces_final_accuracy_from_adapter_weights(compose_cfg, data_r
     eval_cfg = compose_cfg(f"run_dir={run_dir}", config_name="eval")
     evaluated = evaluate(eval_cfg)
     assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
+
+
+class SendSignal(Callback):
+    """Sends ``signum`` to this process after batch 1 of epoch ``epoch`` (as a scheduler would)."""
+
+    def __init__(self, signum: int, epoch: int):
+        self.signum, self.epoch = signum, epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == 1:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["TERM", "USR1"])
+def test_signal_stops_at_a_batch_boundary_with_resume_command(
+    compose_cfg, data_root, tmp_path, signum
+):
+    cfg = tiny_run(compose_cfg, data_root, "trainer.max_epochs=3", "test=false")
+    with open_dict(cfg):
+        cfg.callbacks.signal = {"_target_": f"{__name__}.SendSignal", "signum": signum, "epoch": 1}
+    with pytest.raises(RunInterrupted) as stopped:
+        train(cfg)
+    name = signal.Signals(signum).name
+    assert stopped.value.exit_status == 128 + signum
+    message = str(stopped.value)
+    assert message.startswith(f"{name} stopped the run in epoch 2; ")
+    assert message.endswith(f"hydra.run.dir={cfg.paths.output_dir} ckpt_path=last")
+    last = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
+    assert torch.load(last, weights_only=False)["epoch"] == 0  # the end of the first epoch
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # handlers are given back
+
+
+def test_nan_loss_stops_with_step_and_last_good_checkpoint(compose_cfg, data_root):
+    cfg = tiny_run(compose_cfg, data_root, "optim.lr=1e4", "trainer.max_epochs=6")
+    with pytest.raises(RunDiverged) as diverged:
+        train(cfg)
+    out = cfg.paths.output_dir
+    message = str(diverged.value)
+    assert message.startswith("training diverged: the loss became nan at step ")
+    assert "results.json says 'diverged'. Lower optim.lr" in message and "\n" not in message
+    results = json.loads(open(f"{out}/results.json").read())
+    assert results["status"] == "diverged" and results["metrics"] == {}
+    assert results["diverged"]["step"] == int(message.split("at step ")[1].split()[0])
+    good = results["last_good_checkpoint"]
+    assert (good is None) == ("no epoch had finished" in message)
+    if good:
+        state = torch.load(good, weights_only=False)["state_dict"]
+        assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+    assert not os.path.exists(f"{out}/adapter.safetensors")
+
+
+def test_claim_folder_gives_each_launch_its_own_folder(tmp_path):
+    from src import config
+
+    base = str(tmp_path / "runs" / "2026-01-01_00-00-00")
+    first = config.claim_folder(base)
+    assert first == base and os.path.isdir(base)
+    assert config.claim_folder(base) == base  # resolved again in the same launch: same folder
+    config._claimed.clear()  # another process, same second
+    assert config.claim_folder(base) == base + "_2"
+    config._claimed.clear()
+    assert config.claim_folder(base) == base + "_3"
+
+
+def test_last_ckpt_link_is_replaced_in_one_step(tmp_path):
+    from src.checkpoints import link_atomically
+
+    for name in ("epoch000.ckpt", "epoch001.ckpt"):
+        (tmp_path / name).write_text(name)
+    link = str(tmp_path / "last.ckpt")
+    link_atomically(str(tmp_path / "epoch000.ckpt"), link)
+    link_atomically(str(tmp_path / "epoch001.ckpt"), link)
+    assert os.readlink(link) == "epoch001.ckpt" and open(link).read() == "epoch001.ckpt"
+    assert sorted(os.listdir(tmp_path)) == ["epoch000.ckpt", "epoch001.ckpt", "last.ckpt"]

@@ -125,8 +125,11 @@ class CachedImageDataset(Dataset):
         if not self.on_disk:
             return self.pixels[index]
         if self._mapped is None:
-            self._mapped = np.load(self.pixels, mmap_mode="r")
-        return torch.from_numpy(np.array(self._mapped[index]))
+            self._mapped = open_cache(Path(self.pixels), len(self.labels))
+        try:
+            return torch.from_numpy(np.array(self._mapped[index]))
+        except (OSError, ValueError) as error:  # the file shrank under us (deleted, disk full)
+            raise cache_unreadable(Path(self.pixels), error) from None
 
     def __getitem__(self, index: int):
         image = self.uint8(index)
@@ -136,6 +139,25 @@ class CachedImageDataset(Dataset):
 
     def __getstate__(self):
         return {**self.__dict__, "_mapped": None}
+
+
+def open_cache(path: Path, count: int) -> np.ndarray:
+    """The memory-mapped pixels of a decoded-image cache file; a damaged one is a UserError (in
+    a DataLoader worker too, where it is first opened)."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as error:
+        raise cache_unreadable(path, error) from None
+    if array.ndim != 4 or array.shape[0] != count or array.dtype != np.uint8:
+        raise cache_unreadable(path, f"holds {array.shape} {array.dtype}, not {count} images")
+    return array
+
+
+def cache_unreadable(path: Path, error: object) -> UserError:
+    return UserError(
+        f"decoded-image cache {path} is unreadable ({one_line(error)}); delete it and run "
+        "again (the images are decoded anew)"
+    )
 
 
 def _cache_file(cache_dir: Path, samples: Sequence[Sample], size: int, fit: str) -> Path:
@@ -151,8 +173,12 @@ def _decode_to_disk(
 ) -> Path:
     target = _cache_file(cache_dir, samples, size, fit)
     if target.is_file():
-        log.info("%s: reusing decoded images in %s", name, target)
-        return target
+        try:
+            open_cache(target, len(samples))
+            log.info("%s: reusing decoded images in %s", name, target)
+            return target
+        except UserError as damaged:  # e.g. truncated by a full disk: decode again
+            log.warning("%s; decoding again", damaged)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         handle, partial = tempfile.mkstemp(dir=cache_dir, suffix=".partial.npy")

@@ -13,6 +13,20 @@ LINE_FORM = "<relative/image/path> <integer label>"
 JSON_FORM = '{"relative/image/path": <integer label>, ...}'
 
 
+def read_text(path: Path) -> str:
+    """A split file's text: UTF-8, with or without a byte-order mark (Windows editors add one);
+    CRLF line ends need nothing here (``splitlines`` and ``strip`` take the carriage return)."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[error.start]:02x}); save the file as "
+            "UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+
+
 def read_list_file(
     path: str | Path,
     num_classes: int,
@@ -31,7 +45,7 @@ def read_list_file(
         hint = layout_hint or f"a text file with one '{LINE_FORM}' line per image"
         raise UserError(f"list file {path} not found; expected {hint}")
     samples: list[Sample] = []
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = read_text(path)
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line:
@@ -71,8 +85,8 @@ def read_json_split(path: str | Path, layout_hint: str) -> list[tuple[str, int]]
     if not path.is_file():
         raise UserError(f"split file {path} not found; expected {layout_hint}")
     try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        table = json.loads(read_text(path))
+    except json.JSONDecodeError as error:
         raise UserError(
             f"{path} is not valid JSON ({one_line(error)}); expected {JSON_FORM}"
         ) from None

@@ -1,0 +1,108 @@
+"""Epoch checkpoints that a kill at any moment leaves resumable (docs/run_folders.md).
+
+Lightning's ModelCheckpoint re-points ``last.ckpt`` by deleting it and then creating the new
+link, so a kill between the two leaves no ``last.ckpt`` at all. :class:`RunCheckpoint` makes
+the new link beside the old one and renames it over it (one atomic step), and flushes the
+loggers first, so the metrics on disk always reach at least as far as the newest checkpoint.
+:class:`SignalsStopTraining` lets SIGUSR1 stop training at a batch boundary like SIGTERM, so the
+newest epoch checkpoint stays the one ``ckpt_path=last`` resumes from.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint with an atomic ``last.ckpt`` link and logs flushed before each save."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        # The previous epoch's train/*_epoch rows are logged after its checkpoint: flush them
+        # now, so a later kill cannot lose the history of an epoch that a checkpoint holds.
+        flush_loggers(trainer)
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        flush_loggers(trainer)
+        super()._save_checkpoint(trainer, filepath)
+
+    @staticmethod
+    def _link_checkpoint(trainer, filepath: str, linkpath: str) -> None:
+        if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
+            link_atomically(filepath, linkpath)
+        trainer.strategy.barrier()
+
+
+def link_atomically(target: str, link: str) -> None:
+    """Point ``link`` at ``target``: a relative symlink made aside, then renamed over ``link``."""
+    partial = f"{link}.partial"
+    if os.path.lexists(partial):
+        os.unlink(partial)
+    os.symlink(os.path.relpath(target, os.path.dirname(link)), partial)
+    os.replace(partial, link)
+
+
+def flush_loggers(trainer) -> None:
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            logger.save()
+
+
+class SignalsStopTraining(Callback):
+    """SIGUSR1 stops training like SIGTERM; remembers which signal arrived (for the message)."""
+
+    def __init__(self):
+        self.received: signal.Signals | None = None
+        self._installed = False
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Lightning has registered its handlers by now (after on_fit_start); SIG_DFL means nobody
+        # claimed SIGUSR1 (under SLURM auto-requeue, Lightning's requeue handler has it).
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGUSR1, self._as_sigterm)
+            self._installed = True
+
+    def _as_sigterm(self, signum, frame) -> None:
+        self.received = signal.Signals(signum)
+        sigterm = signal.getsignal(signal.SIGTERM)  # Lightning's: stop at the next batch end
+        if callable(sigterm):
+            sigterm(signal.SIGTERM, frame)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._uninstall()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._uninstall()
+
+    def _uninstall(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+            self._installed = False
+
+
+class SameDataOrderOnResume(Callback):
+    """Makes a resumed run draw its shuffles from the same random numbers as an uninterrupted one
+    when the training DataLoader keeps its workers between epochs.
+
+    Creating a DataLoader iterator draws one number from torch's global generator (the workers'
+    base seed). With persistent workers an uninterrupted run creates the iterator once, in its
+    first epoch; a resumed run creates it in the epoch it resumes, one draw more than the
+    uninterrupted run made there, so every later shuffle (and noise draw) differs. Drawing that
+    number at the start of every later epoch makes both runs draw in step: checkpoints restore
+    the generator's state, and each epoch then consumes the same numbers in the same order.
+    """
+
+    def __init__(self):
+        self._epochs_started = 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        import torch
+
+        loader = getattr(trainer.fit_loop, "_combined_loader", None)
+        loaders = loader.flattened if loader is not None else []
+        persistent = any(getattr(dl, "persistent_workers", False) for dl in loaders)
+        if persistent and self._epochs_started > 0:
+            torch.empty((), dtype=torch.int64).random_()  # as DataLoader's iterator would
+        self._epochs_started += 1

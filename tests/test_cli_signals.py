@@ -1,0 +1,130 @@
+"""Real processes stopped from outside — kill -9 or SIGTERM in the middle of training — then
+resumed with ``ckpt_path=last``: the resumed run ends bit-identical to an uninterrupted one,
+with the same metrics history and results keys."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from src.data.synthetic import write_vtab_task
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def base_args(data: Path) -> list[str]:
+    return [
+        "debug=tiny",
+        f"data.root={data}",
+        "data.task=toy",
+        "data.num_classes=4",
+        "data.num_workers=1",  # a worker process too: it must not outlive or confuse a kill
+        "trainer.max_epochs=4",
+        "extras.print_config=false",
+    ]
+
+
+def launch(args: list[str], **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "src.train", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("signals")
+    data = tmp / "data"
+    write_vtab_task(data, "toy", num_classes=4, n_train=48, n_val=16, n_test=16, img_size=32)
+    proc = launch([*base_args(data), f"hydra.run.dir={tmp / 'straight'}"])
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    return tmp
+
+
+def stop_in_epoch_3(proc: subprocess.Popen, signum: int) -> None:
+    for line in proc.stdout:  # one line per epoch when piped (src.callbacks.EpochLines)
+        if line.startswith("epoch 2/4"):
+            os.kill(proc.pid, signum)
+            break
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "TERM"])
+def test_stopped_run_resumes_to_the_uninterrupted_end(straight, signum):
+    data, folder = straight / "data", straight / f"stopped_{signum}"
+    proc = launch([*base_args(data), f"hydra.run.dir={folder}"])
+    stop_in_epoch_3(proc, signum)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == (-9 if signum == signal.SIGKILL else 128 + signum), err[-3000:]
+    if signum == signal.SIGTERM:
+        said = [line for line in err.splitlines() if line.startswith("interrupted: ")]
+        assert len(said) == 1 and "SIGTERM stopped the run in epoch" in said[0], err[-3000:]
+        resume = shlex.split(said[0].split("Resume with: ", 1)[1])
+        assert resume[:3] == ["python", "-m", "src.train"] and resume[-1] == "ckpt_path=last"
+        args = resume[3:]
+    else:
+        args = [*base_args(data), f"hydra.run.dir={folder}", "ckpt_path=last"]
+    resumed = launch(args)
+    out, err = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, err[-3000:]
+
+    a = load_file(straight / "straight" / "adapter.safetensors")
+    b = load_file(folder / "adapter.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    rows = {
+        name: list(csv.DictReader(open(path / "csv" / "metrics.csv")))
+        for name, path in (("straight", straight / "straight"), ("resumed", folder))
+    }
+    columns = ("epoch", "step", "val/acc", "train/loss_epoch")
+    history = {n: [[r.get(c, "") != "" for c in columns] for r in rs] for n, rs in rows.items()}
+    assert history["resumed"] == history["straight"]  # the same rows, epoch by epoch
+    assert [r["step"] for r in rows["resumed"]] == [r["step"] for r in rows["straight"]]
+    results = [
+        json.loads((p / "results.json").read_text()) for p in (straight / "straight", folder)
+    ]
+    assert results[1]["status"] == "finished"
+    assert results[1]["metrics"].keys() == results[0]["metrics"].keys()
+    assert results[1]["metrics"]["test/acc"] == results[0]["metrics"]["test/acc"]
+
+
+def test_multiruns_started_together_get_their_own_folders(straight):
+    """Two sweeps whose folder names collide (the same second) each claim one of their own."""
+    sweep = f"hydra.sweep.dir=${{claim_folder:{straight / 'sweeps' / 'same_second'}}}"
+    args = [
+        "-m",
+        *base_args(straight / "data"),
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "test=false",
+        "sigma=0.1,0.2",
+        sweep,
+    ]
+    procs = [launch(args) for _ in range(2)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err[-3000:]
+    folders = sorted(p.name for p in (straight / "sweeps").iterdir())
+    assert folders == ["same_second", "same_second_2"]
+    for folder in folders:
+        results = sorted((straight / "sweeps" / folder).glob("*/results.json"))
+        assert len(results) == 2
+        assert {json.loads(r.read_text())["sigma"] for r in results} == {0.1, 0.2}
