@@ -157,7 +157,9 @@ TRAIN_RULES = {
     "trainer.limit_train_batches": batch_limit,
     "trainer.limit_val_batches": batch_limit,
     "trainer.limit_test_batches": batch_limit,
-    "diagnostics.grad_norm_every": integer_at_least(0),
+    "diagnostics.grad_norm_every": lambda v: (
+        None if v == "epoch" or integer_at_least(0)(v) is None else "'epoch' or an integer >= 0"
+    ),
 }
 
 
