@@ -1,11 +1,12 @@
 """How many CPU threads torch gets, chosen deliberately rather than left to chance.
 
 Measured on a 2-core machine (README, "CPU threads"): torch's default of one thread per core
-ran 6x slower when another training job shared the cores than with one thread, because OpenMP threads that wait on each other
-lose their core to the other job at every barrier. So ``cpu_threads: auto`` gives torch the CPUs
-this process may use (its SLURM allocation or CPU affinity) minus those other processes keep busy
-right now, divided among the DDP processes of this node. Dataloader workers need no share: PyTorch
-runs each with one thread, and they only slice the decoded-image cache.
+ran 6x slower than one thread when another training job shared the cores, because OpenMP threads
+that wait on each other lose their core to the other job at every barrier. So
+``cpu_threads: auto`` gives torch the CPUs this process may use (its SLURM allocation or CPU
+affinity) minus those other processes keep busy right now, divided among the DDP processes of
+this node. Dataloader workers need no share: PyTorch runs each with one thread, and they only
+slice the decoded-image cache.
 """
 
 from __future__ import annotations
