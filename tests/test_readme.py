@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -133,10 +134,38 @@ def sweep_size(override: str) -> int:
     return len(value.split(","))
 
 
+def resume_placeholder(word: str, words: list[str], sandbox: Path, tiny) -> str:
+    """`hydra.run.dir=logs/train/runs/<time>` → the folder of a run of the same command that a
+    SIGTERM stopped in its second epoch, after its first epoch's checkpoint."""
+    if not (word.startswith("hydra.run.dir=") and PLACEHOLDER.search(word)):
+        return word
+    folder = sandbox / "logs" / "train" / "runs" / "stopped-by-test"
+    same = [w for w in words[3:] if w.split("=", 1)[0] not in ("hydra.run.dir", "ckpt_path")]
+    cmd = [sys.executable, "-m", "src.train", *same, *tiny, f"hydra.run.dir={folder}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(
+        cmd, cwd=sandbox, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        for line in proc.stdout:
+            if line.startswith("epoch 1/2"):
+                proc.send_signal(signal.SIGTERM)
+                break
+        output = proc.stdout.read()
+    assert proc.returncode == 128 + signal.SIGTERM, output[-2000:]
+    assert "ckpt_path=last" in output and not (folder / "results.json").exists()
+    return f"hydra.run.dir={folder}"
+
+
 def check_python_command(command: str, sandbox: Path, **env: str) -> None:
     words = shlex.split(command)
     assert Path(words[0]).name in ("python", "python3"), command
     module = words[2]
+    tiny = TINY
+    if "ckpt_path=last" in words:  # the README resumes a stopped run: stop one first
+        # Two epochs of 32 one-image batches: long enough to stop in the second one.
+        tiny = (*TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=null")
+        tiny = (*tiny, "data.batch_size=1")
+        words = [*words[:1], *(resume_placeholder(w, words, sandbox, tiny) for w in words[1:])]
     words = [sys.executable, *fill_placeholders(words[1:], sandbox)]
     logs = sandbox / "logs"
     if module == "src.train":
@@ -144,7 +173,7 @@ def check_python_command(command: str, sandbox: Path, **env: str) -> None:
         # Hydra's parser takes overrides before its flags: append TINY before `-m`.
         flags = [w for w in words[3:] if w.startswith("-")]
         overrides = [w for w in words[3:] if not w.startswith("-")]
-        proc = run([*words[:3], *overrides, *TINY, *flags], sandbox, **env)
+        proc = run([*words[:3], *overrides, *tiny, *flags], sandbox, **env)
         made = [p for p in logs.rglob("results.json") if p.stat().st_mtime >= started]
         if {"-m", "--multirun"} & set(words[3:]):
             sweep = newest(logs / "train" / "multiruns")
