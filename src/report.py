@@ -43,6 +43,7 @@ from src.data.tables import (
     VTAB_TASKS,
 )
 from src.errors import UserError
+from src.loggers import flatten as flatten_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -99,15 +100,9 @@ def _ignored(key: str) -> bool:
     )
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat |= flatten(value, name + ".")
-        else:
-            flat[name] = tuple(value) if isinstance(value, list) else value
-    return flat
+def flatten(tree: dict) -> dict:
+    """Dotted keys as for the loggers, with lists as tuples so that a config can be a row key."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in flatten_config(tree).items()}
 
 
 @dataclass

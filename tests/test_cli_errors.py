@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from src.data.synthetic import write_vtab_task
+from tests.test_cli import assert_one_error_line
 from tests.test_run_folder import snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,15 +166,6 @@ def command(entry: str, arguments: str, workspace) -> list[str]:
         if "data.task=not_a_task" in words:
             words.remove("data.num_classes=4")
     return [sys.executable, "-m", entry, *words]
-
-
-def assert_one_error_line(proc, *fragments):
-    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 @pytest.mark.parametrize("entry, arguments, fragments", CASES)
