@@ -1,6 +1,7 @@
 """Backbone construction and weight loading (.npz / .safetensors / .pth) on tiny ViTs."""
 
 import argparse
+import fractions
 import logging
 
 import numpy as np
@@ -276,8 +277,31 @@ def test_hub_offline(monkeypatch, tmp_path):
 
 def test_pth_with_pickled_object_refused(reference, tmp_path):
     path = tmp_path / "w.pth"
-    torch.save({"state_dict": reference.state_dict(), "args": argparse.Namespace(lr=0.1)}, path)
-    with pytest.raises(UserError, match="weights_only=True"):
+    torch.save({"state_dict": reference.state_dict(), "args": fractions.Fraction(1, 3)}, path)
+    with pytest.raises(UserError, match=r"pickled Python objects \(fractions.Fraction\)"):
+        build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(path))
+
+
+def test_timm_training_checkpoint_loads(reference, tmp_path):
+    # timm's train.py saves its argparse.Namespace beside the weights; timm's reader allows it.
+    path = tmp_path / "w.pth"
+    args = argparse.Namespace(lr=0.1)
+    torch.save({"state_dict": reference.state_dict(), "args": args, "epoch": 3}, path)
+    model = build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(path))
+    torch.testing.assert_close(model.blocks[0].attn.qkv.weight, reference.blocks[0].attn.qkv.weight)
+
+
+def test_lightning_state_dict_prefix_stripped(reference, tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in reference.state_dict().items()}}, path)
+    model = build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(path))
+    torch.testing.assert_close(model.blocks[0].mlp.fc2.bias, reference.blocks[0].mlp.fc2.bias)
+
+
+def test_non_state_dict_file_refused(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(UserError, match="does not hold a state dict"):
         build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(path))
 
 
