@@ -84,6 +84,10 @@ def run_entry(hydra_main, config_name: str) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         hydra_main()
+    except BrokenPipeError:
+        # The reader went away (`--help | head`): quiet, with the status a shell gives SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except Exception as err:
         line = one_line_error(err, config_name)
         if line is None:

@@ -84,3 +84,22 @@ def test_report_without_runs_is_an_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         report_main([str(tmp_path)])
     assert stop.value.code == 2 and "error: no results.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entry", ["src.train", "src.eval"])
+def test_help_starts_with_usage_and_survives_a_closed_pipe(entry):
+    proc = subprocess.run(
+        [sys.executable, "-m", entry, "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith(f"python -m {entry} — ")
+    assert "== Usage ==" in proc.stdout
+    if entry == "src.train":
+        assert "\ndata: domain, fewshot, fgvc, vtab\n" in proc.stdout  # groups come from Hydra
+        assert "\nsigma: 0.5\n" not in proc.stdout  # the config dump is `--cfg job`'s job
+    # `--help | true`: the reader is gone before Python has started writing.
+    piped = subprocess.run(
+        f"{sys.executable} -m {entry} --help | true; exit ${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", cwd=ROOT, capture_output=True, text=True,
+    )
+    assert piped.stderr == "" and piped.returncode == 141, piped.stderr[-2000:]
