@@ -6,9 +6,7 @@ import torch
 from lightning import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from timm.optim import create_optimizer_v2
-from timm.scheduler.scheduler import Scheduler as TimmScheduler
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -18,7 +16,7 @@ from src.fingerprint import frozen_fingerprint
 from src.pace import Regulariser
 from src.pace.consistency import squared_distance
 from src.rng import capture_rng_states, restore_rng_states
-from src.schedule import LR_SCHEDULES, epoch_cosine_scheduler, warmup_cosine_lr
+from src.schedule import LR_SCHEDULES, epoch_cosine_scheduler, step_cosine_scheduler
 from src.stopping import RunDiverged
 
 
@@ -256,20 +254,17 @@ class FineTuner(LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = total / max(1, self.trainer.max_epochs or 1)
         warmup = int(round(hp.warmup_epochs * per_epoch))
-
-        def factor(step: int) -> float:
-            return warmup_cosine_lr(step, total, warmup, hp.lr, hp.warmup_lr, hp.min_lr) / hp.lr
-
-        scheduler = LambdaLR(optimizer, factor)
+        scheduler = step_cosine_scheduler(optimizer, total, warmup, hp.warmup_lr, hp.min_lr)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
-        # timm schedulers are told which epoch just ended (the official loop calls step(ep) after
-        # epoch ep); Lightning calls this at each epoch end, before current_epoch advances.
-        if isinstance(scheduler, TimmScheduler):
+        # Both schedules are timm's. A per-step one is told how many optimiser steps are done; an
+        # epoch one which epoch just ended (the official loop calls step(ep) after epoch ep), as
+        # Lightning calls this at each epoch end, before current_epoch advances.
+        if scheduler.t_in_epochs:
             scheduler.step(epoch=self.current_epoch)
         else:
-            super().lr_scheduler_step(scheduler, metric)
+            scheduler.step_update(num_updates=self.global_step)

@@ -1,12 +1,10 @@
 """Learning-rate schedules: linear warm-up, then cosine decay (docs/recipe.md, ``lr_schedule``).
 
-``step`` (the project's) moves the rate every optimiser step; ``epoch`` (the official PACE code's)
-is timm's ``CosineLRScheduler`` stepped once after every epoch.
+Both are timm's ``CosineLRScheduler``: ``step`` (the project's) moves the rate every optimiser
+step; ``epoch`` (the official PACE code's) steps it once after every epoch.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from timm.scheduler import CosineLRScheduler
@@ -16,15 +14,25 @@ from src.errors import UserError
 LR_SCHEDULES = ("step", "epoch")
 
 
-def warmup_cosine_lr(
-    step: int, total_steps: int, warmup_steps: int, lr: float, warmup_lr: float, min_lr: float
-) -> float:
-    """Learning rate at ``step``: ``warmup_lr → lr`` linearly, then cosine down to ``min_lr``."""
-    if step < warmup_steps:
-        return warmup_lr + (lr - warmup_lr) * step / warmup_steps
-    decay_steps = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / decay_steps)
-    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+def step_cosine_scheduler(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_steps: int,
+    warmup_lr: float,
+    min_lr: float,
+) -> CosineLRScheduler:
+    """The project's schedule, moved every optimiser step (``step_update(n)`` after step ``n``):
+    ``warmup_lr → lr`` linearly over ``warmup_steps``, then a cosine down to ``min_lr`` over the
+    remaining steps, and ``min_lr`` after them."""
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=max(1, total_steps - warmup_steps),
+        warmup_t=warmup_steps,
+        warmup_lr_init=warmup_lr,
+        warmup_prefix=True,  # the cosine starts when the warm-up ends
+        lr_min=min_lr,
+        t_in_epochs=False,
+    )
 
 
 def epoch_cosine_scheduler(

@@ -13,7 +13,7 @@ from src.errors import UserError
 from src.model import build_model
 from src.module import FineTuner
 from src.pace import build_regulariser
-from src.schedule import warmup_cosine_lr
+from src.schedule import step_cosine_scheduler
 
 
 def make_finetuner(mode="pace", **kwargs):
@@ -25,9 +25,7 @@ def make_finetuner(mode="pace", **kwargs):
         model,
         build_regulariser(model, mode, sigma=0.5, lam=1.0),
         num_classes=4,
-        lr=1e-2,
-        warmup_epochs=0,
-        **kwargs,
+        **{"lr": 1e-2, "warmup_epochs": 0, **kwargs},
     )
 
 
@@ -94,13 +92,36 @@ def test_grad_norm_is_the_ce_gradient_norm_over_trainable_parameters():
 
 
 def test_warmup_then_cosine():
-    kw = dict(total_steps=110, warmup_steps=10, lr=1e-3, warmup_lr=1e-6, min_lr=1e-5)
-    assert warmup_cosine_lr(0, **kw) == pytest.approx(1e-6)
-    assert warmup_cosine_lr(5, **kw) == pytest.approx(1e-6 + (1e-3 - 1e-6) / 2)
-    assert warmup_cosine_lr(10, **kw) == pytest.approx(1e-3)
-    assert warmup_cosine_lr(60, **kw) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
-    assert warmup_cosine_lr(110, **kw) == pytest.approx(1e-5)
-    assert math.isclose(warmup_cosine_lr(500, **kw), 1e-5)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    scheduler = step_cosine_scheduler(optimizer, 110, 10, warmup_lr=1e-6, min_lr=1e-5)
+
+    def lr_after(steps: int) -> float:
+        scheduler.step_update(num_updates=steps)
+        return optimizer.param_groups[0]["lr"]
+
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-6)  # before the first step
+    assert lr_after(5) == pytest.approx(1e-6 + (1e-3 - 1e-6) / 2)
+    assert lr_after(10) == pytest.approx(1e-3)
+    assert lr_after(60) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
+    assert lr_after(110) == pytest.approx(1e-5)
+    assert math.isclose(lr_after(500), 1e-5)
+
+
+def test_fit_moves_the_rate_every_step(datamodule):
+    finetuner = make_finetuner(mode="none", lr=1e-3, warmup_epochs=1, warmup_lr=1e-6, min_lr=1e-5)
+    seen = []
+    step = finetuner.training_step
+    def recording_step(*args):
+        seen.append(finetuner.optimizers().param_groups[0]["lr"])
+        return step(*args)
+
+    finetuner.training_step = recording_step
+    trainer = quiet_trainer(max_epochs=2, limit_train_batches=3, limit_val_batches=0)
+    trainer.fit(finetuner, datamodule=datamodule)
+    # 6 steps, 3 of warm-up: 1e-6 → 1e-3 linearly, then the cosine over the other 3.
+    warm = [1e-6 + (1e-3 - 1e-6) * s / 3 for s in range(3)]
+    cosine = [1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * s / 3)) for s in range(3)]
+    assert seen == pytest.approx(warm + cosine)
 
 
 @pytest.mark.parametrize(("every", "computed"), [("epoch", 2), (2, 3), (0, 0)])

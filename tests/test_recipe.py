@@ -23,7 +23,7 @@ from src.module import FineTuner
 from src.pace import FastPACE, LazyPACE, MultiplicativeNoise, build_regulariser, paired_batch
 from src.pace.droppath import PairedDropPath
 from src.pace.noise import noise_modules
-from src.schedule import epoch_cosine_scheduler, warmup_cosine_lr
+from src.schedule import epoch_cosine_scheduler, step_cosine_scheduler
 from src.train import build_finetuner, train
 from tests.test_train import SimulatedCrash
 
@@ -355,10 +355,13 @@ def test_official_schedule_over_300_epochs():
     assert lrs[11] / 1e-3 == pytest.approx(0.9973, abs=1e-4)
     # The project's per-step schedule spends 3.4 % more learning rate over the same 300 epochs.
     steps_per_epoch = 16
-    per_step = [
-        warmup_cosine_lr(s, 300 * steps_per_epoch, 10 * steps_per_epoch, 1e-3, 1e-6, 1e-5)
-        for s in range(300 * steps_per_epoch)
-    ]
+    optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=1e-3)
+    total, warmup = 300 * steps_per_epoch, 10 * steps_per_epoch
+    stepped = step_cosine_scheduler(optimizer, total, warmup, 1e-6, 1e-5)
+    per_step = []
+    for s in range(300 * steps_per_epoch):
+        stepped.step_update(num_updates=s)
+        per_step.append(optimizer.param_groups[0]["lr"])
     assert sum(per_step) / steps_per_epoch / sum(lrs) == pytest.approx(1.034, abs=5e-4)
 
 
