@@ -2,11 +2,17 @@
 
     python -m src.plots logs/demo/final --out diagnostics.png        # the paper's diagnostics
     python -m src.plots logs/demo/tune --heatmap sweep.png           # σ x λ from a tune sweep
+    python -m src.plots logs/fewshot_demo/final --shots shots.png    # accuracy vs shots
 
 Diagnostics: ``train/grad_norm`` (‖∇CE‖, Thm. 2: PACE should make it smaller) and
 ``val/fp_distance`` (squared logit distance to the pre-trained model, Thm. 3: PACE should keep it
 smaller), one line per configuration, averaged over its seeds. Curves come from each run's
 ``summary.csv`` (one row per epoch, written whatever the logger), else from ``csv/metrics.csv``.
+
+Beside them ``train/acc``, which shows when a run has fitted its training set.
+
+Shots: accuracy against ``data.shots``, one line per configuration of everything else, mean and
+standard error over split seeds and seeds (few-shot runs).
 
 Heatmap: mean validation accuracy over seeds for every (σ, λ) of a sweep, one panel per
 configuration of everything else. It exists to choose σ and λ, so it reads ``tune`` runs only:
@@ -26,7 +32,8 @@ from src.cli import report_user_errors
 from src.errors import UserError
 from src.report import Run, labels_for, load_runs
 
-METRICS = ("train/grad_norm", "val/fp_distance")
+METRICS = ("train/grad_norm", "val/fp_distance", "train/acc")
+LOG_SCALE = ("train/grad_norm", "val/fp_distance")
 SWEPT = ("sigma", "lam", "pace.sigma", "pace.lam")
 
 Curve = dict[int, float]
@@ -90,7 +97,7 @@ def _pyplot():
 
 def plot_diagnostics(by_label: dict, xlabel: str, out: Path) -> None:
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(11, 4))
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(16, 4))
     for ax, metric in zip(axes, METRICS, strict=True):
         for label, runs in sorted(by_label.items()):
             xs, values = mean_curve([run[metric] for run in runs])
@@ -98,9 +105,53 @@ def plot_diagnostics(by_label: dict, xlabel: str, out: Path) -> None:
                     label=f"{label} (n={len(runs)})")  # fmt: skip
         ax.set_xlabel(xlabel)
         ax.set_title(metric)
-        ax.set_yscale("log")
+        ax.set_yscale("log" if metric in LOG_SCALE else "linear")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+
+
+def shot_curves(folders: list[Path]) -> dict[str, dict[int, list[float]]]:
+    """{configuration label: {shots: [accuracy % per split seed and seed]}} from few-shot runs."""
+    runs = [run for run in load_runs(folders) if "data.shots" in run.config and run.scores()]
+    if not runs:
+        raise UserError("no finished few-shot runs (data.shots) with an accuracy to plot")
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        others = sorted((k, v) for k, v in run.config.items() if k != "data.shots")
+        groups[tuple(others)].append(run)
+    labels = labels_for(list(groups))
+    curves = {}
+    for key, members in groups.items():
+        by_shots: dict[int, list[float]] = defaultdict(list)
+        for run in members:
+            by_shots[int(run.config["data.shots"])].append(run.scores()["acc"])
+        curves[labels[key]] = dict(by_shots)
+    return curves
+
+
+def standard_error(values: list[float]) -> float:
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+
+
+def plot_shots(curves: dict, out: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, by_shots in sorted(curves.items()):
+        shots = sorted(by_shots)
+        means = [statistics.fmean(by_shots[k]) for k in shots]
+        errors = [standard_error(by_shots[k]) for k in shots]
+        n = min(len(by_shots[k]) for k in shots)
+        ax.errorbar(shots, means, yerr=errors, marker="o", capsize=3, label=f"{label} (n={n})")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({k for c in curves.values() for k in c}))
+    ax.get_xaxis().set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("shots per class")
+    ax.set_ylabel("accuracy % (mean ± s.e.)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
@@ -169,11 +220,15 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, help="diagnostics plot (default: diagnostics.png in the first folder)"
     )
     parser.add_argument("--heatmap", type=Path, help="σ x λ heatmap of a tune sweep")
+    parser.add_argument("--shots", type=Path, help="accuracy vs shots of few-shot runs")
     args = parser.parse_args(argv)
+    if args.shots:
+        plot_shots(shot_curves(args.folders), args.shots)
+        print(f"wrote {args.shots}")
     if args.heatmap:
         plot_heatmap(sweep_grids(args.folders), args.heatmap)
         print(f"wrote {args.heatmap}")
-    if args.out or not args.heatmap:
+    if args.out or not (args.heatmap or args.shots):
         out = args.out or args.folders[0] / "diagnostics.png"
         plot_diagnostics(*collect(args.folders), out)
         print(f"wrote {out}")

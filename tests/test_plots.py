@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from src.plots import collect, main, mean_curve, sweep_grids
+from src.plots import collect, main, mean_curve, shot_curves, sweep_grids
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -79,3 +79,30 @@ def test_heatmap_refuses_final_runs(tmp_path, capsys):
         main([str(tmp_path), "--heatmap", str(tmp_path / "h.png")])
     assert stop.value.code == 2
     assert "build it from data.protocol=tune runs only" in capsys.readouterr().err
+
+
+def write_fewshot_run(folder, mode, shots, split_seed, acc):
+    folder.mkdir(parents=True)
+    config = {"data": {"task": "fashion_mnist", "shots": shots, "split_seed": split_seed,
+                       "protocol": "final"},
+              "pace": {"mode": mode, "sigma": 0.5, "lam": 1.0}, "seed": 42}  # fmt: skip
+    (folder / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+    results = {"epochs": 1, "metrics": {"test/acc": acc}}
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_accuracy_against_shots_averages_split_seeds(tmp_path):
+    for mode, gain in (("none", 0.0), ("pace", 0.05)):
+        for shots in (1, 4):
+            for split_seed in (0, 1, 2):
+                acc = shots / 10 + gain + split_seed / 100
+                write_fewshot_run(tmp_path / f"{mode}_{shots}_{split_seed}", mode, shots,
+                                  split_seed, acc)
+    curves = shot_curves([tmp_path])
+    assert sorted(curves) == ["PACE σ=0.5 λ=1.0", "baseline"]
+    assert sorted(curves["baseline"]) == [1, 4]
+    assert curves["PACE σ=0.5 λ=1.0"][4] == pytest.approx([45.0, 46.0, 47.0])
+    out = tmp_path / "shots.png"
+    main([str(tmp_path), "--shots", str(out)])
+    assert out.read_bytes()[:8] == PNG
+    assert not (tmp_path / "diagnostics.png").exists()  # --shots alone draws only that
