@@ -218,9 +218,13 @@ def choose_resume_checkpoint(run: Path, started: bool) -> str | None:
     if good == str(last):
         say(f"resuming from {last}, the newest checkpoint of this run folder")
         return good
+    if good is not None and problem is None:
+        # Nothing is wrong: the usual case of a SLURM requeue, whose checkpoint, saved at the
+        # signal, is newer than the last epoch end.
+        say(f"resuming from {good}, the newest checkpoint of this run folder (newer than {last})")
+        return good
     if good is not None:
-        reason = f"{last} {problem}" if problem else f"{good} is newer than {last}"
-        say(f"{reason}; resuming from {good}, the newest readable checkpoint")
+        say(f"{last} {problem}; resuming from {good}, the newest readable checkpoint")
         return good
     others = saved_checkpoints(run)
     if others or last.is_symlink() or last.exists():

@@ -226,3 +226,18 @@ def test_newest_readable_checkpoint_includes_slurm_requeue_checkpoints(tmp_path)
     assert choose_good_checkpoint(tmp_path) == str(tmp_path / "hpc_ckpt_1.ckpt")
     (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"PK\x03\x04 cut")  # killed while writing it
     assert choose_good_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+
+
+def test_a_requeue_checkpoint_newer_than_last_ckpt_is_resumed_as_the_newest(tmp_path, capsys):
+    """The usual SLURM requeue: nothing is broken, so it says what every resume says."""
+    from src.run_folder import choose_resume_checkpoint
+
+    fake_checkpoint(tmp_path / "checkpoints" / "epoch000.ckpt", 1000)
+    os.symlink("epoch000.ckpt", tmp_path / "checkpoints" / "last.ckpt")
+    fake_checkpoint(tmp_path / "hpc_ckpt_1.ckpt", 2000)
+    assert choose_resume_checkpoint(tmp_path, started=True) == str(tmp_path / "hpc_ckpt_1.ckpt")
+    said = capsys.readouterr().err
+    assert said == (
+        f"resuming from {tmp_path / 'hpc_ckpt_1.ckpt'}, the newest checkpoint of this run folder "
+        f"(newer than {tmp_path / 'checkpoints' / 'last.ckpt'})\n"
+    )

@@ -172,11 +172,6 @@ def test_rerunning_an_interrupted_sweep_skips_finished_jobs_and_resumes_the_rest
     ]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent: the requeued attempt sometimes logs no 'resuming from' line (seen "
-    "2026-11-24 alone and under load; passes other times); open, see the closing note",
-)
 def test_time_limit_requeues_and_resumes_in_the_same_folder(slurm_conf, requeue_sweep):
     proc, sweep_dir = requeue_sweep
     proc.wait(timeout=420)
@@ -184,9 +179,14 @@ def test_time_limit_requeues_and_resumes_in_the_same_folder(slurm_conf, requeue_
 
     (job_id, log), = job_logs(sweep_dir).items()
     requeues = re.findall(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+ " + re.escape(REQUEUED), log)
-    restores = re.findall(r"resuming from (.*\.ckpt), the newest checkpoint", log)
+    restores = re.findall(
+        r"^resuming from (.*\.ckpt), the newest checkpoint of this run folder", log, re.M
+    )
     assert len(requeues) >= 1, log[-3000:]
-    assert len(restores) == len(requeues)  # every requeued attempt resumed
+    assert len(restores) == len(requeues), log[-3000:]  # every requeued attempt resumed
+    # ...and Lightning restored exactly that file (its messages go to the job's stdout log).
+    out = (sweep_dir / ".submitit" / job_id / f"{job_id}_0_log.out").read_text()
+    assert re.findall(r"Restored all states from the checkpoint at (.*\.ckpt)", out) == restores
 
     # ...from the newest checkpoint of its own folder: the one saved at the signal, or the
     # epoch-end last.ckpt when an epoch ended before SLURM stopped the requeued job.
