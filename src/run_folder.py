@@ -218,13 +218,18 @@ def choose_resume_checkpoint(run: Path, started: bool) -> str | None:
     if good == str(last):
         say(f"resuming from {last}, the newest checkpoint of this run folder")
         return good
-    if good is not None and problem is None:
-        # Nothing is wrong: the usual case of a SLURM requeue, whose checkpoint, saved at the
-        # signal, is newer than the last epoch end.
-        say(f"resuming from {good}, the newest checkpoint of this run folder (newer than {last})")
+    requeued = good is not None and Path(good).parent == run  # hpc_ckpt_<n>.ckpt
+    if requeued and (problem is None or not (last.exists() or last.is_symlink())):
+        # A SLURM requeue, nothing broken: the checkpoint Lightning saved at the signal is newer
+        # than the last epoch end, or no epoch had ended yet.
+        say(
+            f"resuming from {good}, the newest checkpoint of this run folder (saved when SLURM "
+            "asked the job to requeue)"
+        )
         return good
     if good is not None:
-        say(f"{last} {problem}; resuming from {good}, the newest readable checkpoint")
+        reason = f"{last} {problem}" if problem else f"{good} is newer than {last}"
+        say(f"{reason}; resuming from {good}, the newest readable checkpoint")
         return good
     others = saved_checkpoints(run)
     if others or last.is_symlink() or last.exists():

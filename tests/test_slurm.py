@@ -172,6 +172,36 @@ def test_rerunning_an_interrupted_sweep_skips_finished_jobs_and_resumes_the_rest
     ]
 
 
+def test_a_requeue_signal_before_training_starts_still_requeues_and_resumes(
+    slurm_conf, data_root, tmp_path
+):
+    """SIGUSR1 while the job is still starting up (data, model: no Lightning handler yet) is
+    held from the start of src.train's main (which prints the run folder first) until training
+    starts; its default action would kill the job unrequeued."""
+    sweep_dir = tmp_path / "sweep"
+    proc = start_sweep(slurm_conf, data_root, sweep_dir, "trainer.max_epochs=3")
+    env = {**os.environ, "SLURM_CONF": slurm_conf}
+    deadline = time.monotonic() + 120
+    while not any("run folder: " in log for log in job_logs(sweep_dir).values()):
+        assert time.monotonic() < deadline and proc.poll() is None, sweep_log(sweep_dir)[-3000:]
+        time.sleep(0.1)
+    (out,) = sweep_dir.glob(".submitit/*/*_0_log.out")
+    job_id = out.parent.name
+    subprocess.run(["scancel", "--signal=USR1", job_id], env=env, check=True)
+    proc.wait(timeout=300)
+    assert proc.returncode == 0, sweep_log(sweep_dir)[-3000:]
+
+    log = job_logs(sweep_dir)[job_id]
+    requeues = re.findall(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+ " + re.escape(REQUEUED), log)
+    assert len(requeues) == 1, log[-3000:]
+    (run,) = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    hpc = run / "hpc_ckpt_1.ckpt"  # saved as training started, before any epoch ended
+    assert f"resuming from {hpc}, the newest checkpoint of this run folder" in log, log[-3000:]
+    assert f"Restored all states from the checkpoint at {hpc}" in out.read_text()
+    result = json.loads((run / "results.json").read_text())
+    assert result["epochs"] == 3 and "test/acc" in result["metrics"]
+
+
 def test_time_limit_requeues_and_resumes_in_the_same_folder(slurm_conf, requeue_sweep):
     proc, sweep_dir = requeue_sweep
     proc.wait(timeout=420)
