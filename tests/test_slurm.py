@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -200,6 +201,44 @@ def test_a_requeue_signal_before_training_starts_still_requeues_and_resumes(
     assert f"Restored all states from the checkpoint at {hpc}" in out.read_text()
     result = json.loads((run / "results.json").read_text())
     assert result["epochs"] == 3 and "test/acc" in result["metrics"]
+
+
+def test_a_job_killed_before_writing_its_result_ends_the_launch_with_one_line(
+    slurm_conf, data_root, tmp_path
+):
+    """SIGKILL during training (as the OOM killer sends) leaves no result. This cluster keeps no
+    accounting, so sacct cannot tell submitit that the job ended: squeue does."""
+    sweep_dir = tmp_path / "sweep"
+    proc = start_sweep(slurm_conf, data_root, sweep_dir, "trainer.max_epochs=10000")
+    deadline = time.monotonic() + 120
+    while not any("SLURM auto-requeueing enabled" in p.read_text() for p in job_outs(sweep_dir)):
+        assert time.monotonic() < deadline and proc.poll() is None, sweep_log(sweep_dir)[-3000:]
+        time.sleep(0.2)
+    (out,) = job_outs(sweep_dir)
+    job_id = out.parent.name
+    env = {**os.environ, "SLURM_CONF": slurm_conf}
+    listed = subprocess.run(
+        ["scontrol", "listpids", job_id], env=env, check=True, capture_output=True, text=True
+    ).stdout.splitlines()[1:]  # PID JOBID STEPID LOCALID GLOBALID
+    pids = [int(line.split()[0]) for line in listed]
+    python = sys.executable.encode()  # the job's task; srun and the batch shell are the others
+    (task,) = [p for p in pids if Path(f"/proc/{p}/cmdline").read_bytes().startswith(python)]
+    os.kill(task, signal.SIGKILL)  # as the OOM killer does
+    proc.wait(timeout=240)
+    output = sweep_log(sweep_dir)
+    assert proc.returncode == 2, output[-3000:]
+    (error,) = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert error.startswith(
+        f"error: SLURM job {job_id} ended (FAILED) without writing its result: killed (out of "
+        f"memory, SIGKILL) or its node failed; its log: {out.with_name(f'{job_id}_0_log.err')}."
+    ), error
+    assert error.endswith(f"run the same command with hydra.sweep.dir={sweep_dir} to skip the "
+                          "finished jobs and resume the others"), error  # fmt: skip
+    assert "Traceback" not in output
+
+
+def job_outs(sweep_dir: Path) -> list[Path]:
+    return list(sweep_dir.glob(".submitit/*/*_0_log.out"))
 
 
 def test_time_limit_requeues_and_resumes_in_the_same_folder(slurm_conf, requeue_sweep):
