@@ -15,6 +15,8 @@ import signal
 
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from src.launch import hold_requeue_signal
+
 
 class RunCheckpoint(ModelCheckpoint):
     """ModelCheckpoint with an atomic ``last.ckpt`` link and logs flushed before each save."""
@@ -80,6 +82,38 @@ class SignalsStopTraining(Callback):
         if self._installed:
             signal.signal(signal.SIGUSR1, signal.SIG_DFL)
             self._installed = False
+
+
+class RequeueSignalInStages(Callback):
+    """Let a held SIGUSR1 through while training or testing runs, and hold it again after.
+
+    By ``on_train_start`` / ``on_test_start`` Lightning has installed its handlers (and
+    :class:`SignalsStopTraining` its own when nobody claimed SIGUSR1), so a signal that arrived
+    earlier is handled at once: the job saves a checkpoint and is requeued at the start of
+    training instead of being killed, or timing out, without one. Must come after
+    :class:`SignalsStopTraining` in the callback list. Without
+    :func:`src.launch.hold_requeue_signal` (not under SLURM) nothing is blocked.
+    """
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._release()
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self._release()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        hold_requeue_signal()
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        hold_requeue_signal()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        hold_requeue_signal()
+
+    @staticmethod
+    def _release() -> None:
+        if signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
 
 
 class SameDataOrderOnResume(Callback):

@@ -107,6 +107,10 @@ def one_line_error(err: BaseException, config_name: str = "train") -> str | None
     user_error = find_user_error(err)
     if user_error is not None:
         return user_message(user_error)
+    if type(err).__name__ == "UncompletedJobError":  # submitit's, raised by hydra/launcher=slurm
+        from src.slurm_jobs import describe_lost_job
+
+        return describe_lost_job(str(err))
     if isinstance(err, OSError) and err.filename and err.errno in ACCESS_ERRORS:
         return (
             f"cannot write {err.filename} ({err.strerror}); make the folder writable or "

@@ -13,6 +13,7 @@ sweep point in the same folder and resumes from that checkpoint. Re-running a sw
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -62,3 +63,21 @@ def drop_requeue_checkpoints(trainer, run_dir: str | Path) -> None:
         for path in Path(run_dir).glob("hpc_ckpt_*.ckpt"):
             path.unlink()
     trainer.strategy.barrier()  # no rank may look for the files while rank 0 deletes them
+
+
+def hold_requeue_signal() -> None:
+    """Under SLURM, keep SIGUSR1 pending (blocked) until a Trainer stage can act on it.
+
+    SLURM sends the requeue signal once, ``signal_delay_s`` before the time limit. Lightning's
+    handler (save ``hpc_ckpt_<n>.ckpt``, ``scontrol requeue``) is installed only while a Trainer
+    stage runs; before that (imports, data decoding, adapter calibration, restoring a checkpoint)
+    and after it (saving the weights, results.json) the signal's default action would end the
+    process: no checkpoint, no requeue, and no result for the launcher waiting on the login
+    node. Held, the signal waits for :class:`src.checkpoints.RequeueSignalInStages` to let it
+    through.
+
+    Call this before any thread starts: a thread that does not block SIGUSR1 would receive it.
+    Threads and processes started later (DataLoader workers, ``scontrol``) inherit the mask.
+    """
+    if "SLURM_JOB_ID" in os.environ:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})

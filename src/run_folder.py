@@ -218,6 +218,15 @@ def choose_resume_checkpoint(run: Path, started: bool) -> str | None:
     if good == str(last):
         say(f"resuming from {last}, the newest checkpoint of this run folder")
         return good
+    requeued = good is not None and Path(good).parent == run  # hpc_ckpt_<n>.ckpt
+    if requeued and (problem is None or not (last.exists() or last.is_symlink())):
+        # A SLURM requeue, nothing broken: the checkpoint Lightning saved at the signal is newer
+        # than the last epoch end, or no epoch had ended yet.
+        say(
+            f"resuming from {good}, the newest checkpoint of this run folder (saved when SLURM "
+            "asked the job to requeue)"
+        )
+        return good
     if good is not None:
         reason = f"{last} {problem}" if problem else f"{good} is newer than {last}"
         say(f"{reason}; resuming from {good}, the newest readable checkpoint")

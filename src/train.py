@@ -38,7 +38,7 @@ from src.cli import (
 )
 from src.config import unread_appended_keys, validate_train_config
 from src.extras import apply_extras
-from src.launch import drop_requeue_checkpoints, prepare_ddp_for_this_job
+from src.launch import drop_requeue_checkpoints, hold_requeue_signal, prepare_ddp_for_this_job
 from src.loggers import log_run_config
 from src.run_folder import (
     Launch,
@@ -121,7 +121,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     begin_run(launch, cfg)
     prepare_wandb(cfg)
     prepare_ddp_for_this_job(output_dir)
-    from src.checkpoints import SameDataOrderOnResume, SignalsStopTraining
+    from src.checkpoints import RequeueSignalInStages, SameDataOrderOnResume, SignalsStopTraining
 
     trainer = hydra.utils.instantiate(
         cfg.trainer,
@@ -130,6 +130,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
         callbacks=[
             *instantiate_group(cfg.get("callbacks")),
             SignalsStopTraining(),
+            RequeueSignalInStages(),  # after SignalsStopTraining
             SameDataOrderOnResume(),
         ],
     )
@@ -309,6 +310,7 @@ def _processes_per_node(cfg: DictConfig) -> int:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
+    hold_requeue_signal()  # under SLURM: until training starts, before any thread does
     say(f"run folder: {cfg.paths.output_dir}")
     with forget_unused_folder(Path(cfg.paths.output_dir)):  # a refused launch leaves no folder
         warn_unread_keys(cfg)

@@ -226,3 +226,28 @@ def test_newest_readable_checkpoint_includes_slurm_requeue_checkpoints(tmp_path)
     assert choose_good_checkpoint(tmp_path) == str(tmp_path / "hpc_ckpt_1.ckpt")
     (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"PK\x03\x04 cut")  # killed while writing it
     assert choose_good_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+
+
+def test_a_requeue_checkpoint_is_resumed_as_the_newest_checkpoint(tmp_path, capsys):
+    """The usual SLURM requeue, before or after an epoch ended: nothing is broken, and the
+    message says what every resume says. A broken last.ckpt is still reported."""
+    from src.run_folder import choose_resume_checkpoint
+
+    hpc, last = tmp_path / "hpc_ckpt_1.ckpt", tmp_path / "checkpoints" / "last.ckpt"
+    requeued = (
+        f"resuming from {hpc}, the newest checkpoint of this run folder (saved when SLURM asked "
+        "the job to requeue)\n"
+    )
+    fake_checkpoint(hpc, 2000)  # the signal came before the first epoch ended
+    assert choose_resume_checkpoint(tmp_path, started=True) == str(hpc)
+    assert capsys.readouterr().err == requeued
+    fake_checkpoint(tmp_path / "checkpoints" / "epoch000.ckpt", 1000)
+    os.symlink("epoch000.ckpt", last)
+    assert choose_resume_checkpoint(tmp_path, started=True) == str(hpc)
+    assert capsys.readouterr().err == requeued
+    (tmp_path / "checkpoints" / "epoch000.ckpt").unlink()  # last.ckpt dangles
+    assert choose_resume_checkpoint(tmp_path, started=True) == str(hpc)
+    assert capsys.readouterr().err == (
+        f"{last} is a dangling link (to epoch000.ckpt); resuming from {hpc}, the newest "
+        "readable checkpoint\n"
+    )
