@@ -245,12 +245,7 @@ def interruptions_explained(trainer, output_dir: Path):
         if isinstance(stop, SIGTERMException):
             usr1 = [c.received for c in trainer.callbacks if hasattr(c, "received")]
             received = next((r for r in usr1 if r is not None), signal.SIGTERM)
-        last = output_dir / "checkpoints" / "last.ckpt"
-        saved = (
-            f"{last} holds the end of epoch {trainer.current_epoch}"
-            if last.exists()
-            else "no epoch had finished, nothing was saved"
-        )
+        saved = what_was_saved(output_dir, trainer.current_epoch)
         fitting = trainer.state.fn is not None and trainer.state.fn.value == "fit"
         stage = f"in epoch {trainer.current_epoch + 1}" if fitting else "while testing"
         raise RunInterrupted(
@@ -258,6 +253,19 @@ def interruptions_explained(trainer, output_dir: Path):
             f"{resume_command(output_dir)}",
             exit_status=128 + int(received),
         ) from None
+
+
+def what_was_saved(output_dir: Path, epoch: int) -> str:
+    """The newest checkpoint a stopped run left: the one Lightning saved when SLURM asked for a
+    requeue (the requeued job resumes from it by itself), else the last epoch's."""
+    last = output_dir / "checkpoints" / "last.ckpt"
+    requeues = sorted(output_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: p.stat().st_mtime)
+    last_time = last.stat().st_mtime if last.exists() else float("-inf")
+    if requeues and requeues[-1].stat().st_mtime >= last_time:
+        return f"{requeues[-1]} was saved for SLURM's requeue, and the requeued job resumes from it"
+    if last.exists():
+        return f"{last} holds the end of epoch {epoch}"
+    return "no epoch had finished, nothing was saved"
 
 
 def resume_command(output_dir: Path) -> str:

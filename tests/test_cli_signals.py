@@ -128,3 +128,21 @@ def test_multiruns_started_together_get_their_own_folders(straight):
         results = sorted((straight / "sweeps" / folder).glob("*/results.json"))
         assert len(results) == 2
         assert {json.loads(r.read_text())["sigma"] for r in results} == {0.1, 0.2}
+
+
+def test_the_stop_message_names_the_newest_checkpoint(tmp_path):
+    from src.train import what_was_saved
+
+    assert what_was_saved(tmp_path, 0) == "no epoch had finished, nothing was saved"
+    (tmp_path / "checkpoints").mkdir()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"x")
+    os.utime(last, (1000, 1000))
+    assert what_was_saved(tmp_path, 3) == f"{last} holds the end of epoch 3"
+    # SLURM's requeue signal made Lightning save hpc_ckpt_1 after the epoch's last.ckpt.
+    requeue = tmp_path / "hpc_ckpt_1.ckpt"
+    requeue.write_bytes(b"x")
+    os.utime(requeue, (2000, 2000))
+    assert what_was_saved(tmp_path, 3).startswith(f"{requeue} was saved for SLURM's requeue")
+    os.utime(last, (3000, 3000))  # an epoch ended after it: last.ckpt is the newer again
+    assert what_was_saved(tmp_path, 4) == f"{last} holds the end of epoch 4"
