@@ -46,8 +46,8 @@ PAPER_TABLE9 = {
 MODES = ("none", "pace", "lazy", "fast")
 # glibc's malloc, left to itself, raises its mmap threshold each time a large block is freed, so
 # after the first step activations come from heaps that keep freed memory and fragment: the peak
-# RSS then depends on the allocation history (the same `none` step reads 100-250 MB apart from
-# one step to the next, docs/bench.md). Pinned, every activation-sized block is mapped and
+# RSS then depends on the allocation history (a `none` case's peak RSS grew by 60-120 MB from
+# its first step to its second, docs/bench.md). Pinned, every activation-sized block is mapped and
 # unmapped with its tensor and the RSS follows the live tensors. Set for the memory subprocesses
 # only (it costs page faults, so never for timing); a value already in the environment wins.
 PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
