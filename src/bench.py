@@ -9,12 +9,15 @@ interleaved rounds (round r runs one step of every case; warm-up rounds are disc
 phases of a shared machine hit every case alike. Reported per case: median step time, images/s
 and the peak memory added by training, each also as a ratio to ``none`` of the same adapter, with
 the PACE paper's Table 9 ratios (App. C, ViT-B on one GPU) beside them. Memory is measured in a
-fresh subprocess per case: on a GPU the CUDA peak allocated minus what the built model holds, on
-CPU the peak RSS minus the RSS after building the model. Also: eval throughput (merged weights),
-the data loader's throughput from the decoded cache, and the cost of the ``train/grad_norm``
-diagnostic. Writes ``bench.json`` and ``bench.md`` to ``--out``. ``--plain`` adds each PACE
-mode on the plain paths (no fused noisy layers, no shared prefix) — the before/after of
-docs/bench.md in one run. ``--profile`` writes a ``torch.profiler`` table of one case.
+fresh subprocess per case, over the same steps for every mode (one that creates the optimiser
+state, then a whole lazy cycle): on a GPU the CUDA peak allocated minus what the built model
+holds, on CPU the peak RSS minus the RSS after building the model, with glibc's mmap threshold
+pinned so that the RSS follows the live tensors, not the allocator's history. Also: eval
+throughput (merged weights), the data loader's throughput from the decoded cache, and the cost
+of the ``train/grad_norm`` diagnostic. Writes ``bench.json`` and ``bench.md`` to ``--out``.
+``--plain`` adds each PACE mode on the plain paths (no fused noisy layers, no shared prefix) —
+the before/after of docs/bench.md in one run. ``--profile`` writes a ``torch.profiler`` table
+of one case.
 """
 
 from __future__ import annotations
@@ -41,9 +44,13 @@ PAPER_TABLE9 = {
     "fast": {"time": 29 / 29, "memory": 9.0 / 8.9},
 }
 MODES = ("none", "pace", "lazy", "fast")
-# Training units per memory measurement: the first allocates the optimiser state too, and a
-# unit of lazy holds its PACE step.
-MEMORY_UNITS = 1
+# glibc's malloc, left to itself, raises its mmap threshold each time a large block is freed, so
+# after the first step activations come from heaps that keep freed memory and fragment: the peak
+# RSS then depends on the allocation history (a `none` case's peak RSS grew by 60-120 MB from
+# its first step to its second, docs/bench.md). Pinned, every activation-sized block is mapped and
+# unmapped with its tensor and the RSS follows the live tensors. Set for the memory subprocesses
+# only (it costs page faults, so never for timing); a value already in the environment wins.
+PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +106,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--no-memory", dest="memory", action="store_false", help="skip the memory subprocesses"
+    )
+    p.add_argument(
+        "--pinned-malloc",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="CPU memory: pin glibc's mmap threshold in the memory subprocesses so the RSS "
+        "follows the live tensors (--no-pinned-malloc: glibc's defaults, history-dependent)",
     )
     p.add_argument(
         "--profile",
@@ -182,9 +196,18 @@ class Trainer:
         self.steps_per_unit = args.interval if case.mode == "lazy" else 1
         self.step_count = 0
         self.device = device
+        self.args = args
+
+    def memory_steps(self) -> int:
+        """Steps every case runs for its memory measurement, whatever its mode: one that creates
+        the optimiser state, then one whole lazy cycle (so lazy's PACE step runs with it too)."""
+        return 1 + self.args.interval
 
     def unit(self) -> None:
-        for _ in range(self.steps_per_unit):
+        self.steps(self.steps_per_unit)
+
+    def steps(self, count: int) -> None:
+        for _ in range(count):
             self.optimizer.zero_grad(set_to_none=True)
             parts = self.regulariser(self.model, self.x, self.y, self.index, self.step_count)
             if self.case.grad_norm:
@@ -236,7 +259,10 @@ def _proc_status_bytes(key: str) -> int:
 
 
 def measure_memory(args: argparse.Namespace, case: Case) -> int:
-    """Bytes added by training (after building the model): runs in its own fresh process."""
+    """Bytes added by training (after building the model): runs in its own fresh process.
+
+    The peak over the same number of steps for every case (``Trainer.memory_steps``).
+    """
     import gc
 
     import torch
@@ -248,25 +274,27 @@ def measure_memory(args: argparse.Namespace, case: Case) -> int:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        for _ in range(MEMORY_UNITS):
-            trainer.unit()
+        trainer.steps(trainer.memory_steps())
         return torch.cuda.max_memory_allocated(device) - base
     # Writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0).
     Path("/proc/self/clear_refs").write_text("5")
     base = _proc_status_bytes("VmRSS")
-    for _ in range(MEMORY_UNITS):
-        trainer.unit()
+    trainer.steps(trainer.memory_steps())
     return _proc_status_bytes("VmHWM") - base
 
 
 def memory_in_subprocess(args: argparse.Namespace, case: Case) -> int | None:
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "measure_memory")}
     payload = json.dumps({"args": settings, "case": dataclasses.asdict(case)})
+    env = dict(os.environ)
+    if args.pinned_malloc:
+        env = {**PINNED_MALLOC, **env}
     result = subprocess.run(
         [sys.executable, "-m", "src.bench", "--measure-memory", payload],
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[1],
+        env=env,
     )
     if result.returncode != 0:
         print(
@@ -473,6 +501,20 @@ def markdown(result: dict) -> str:
         + (f", GPU {m['gpu']}" if m["gpu"] else "")
         + f", {m['threads']} threads, torch {m['torch']}, timm {m['timm']}, "
         f"load average {fmt(m['load_average'], '.2f')} at the start.",
+    ]
+    if s.get("memory"):
+        if m["gpu"]:
+            how = "CUDA peak allocated"
+        elif s.get("pinned_malloc"):
+            threshold = PINNED_MALLOC["MALLOC_MMAP_THRESHOLD_"]
+            how = f"peak RSS, glibc's mmap threshold pinned (MALLOC_MMAP_THRESHOLD_={threshold})"
+        else:
+            how = "peak RSS, glibc's malloc defaults"
+        lines.append(
+            f"Memory: {how}, minus the built model's, over the same {1 + s['interval']} steps "
+            "for every case, each case in a fresh process."
+        )
+    lines += [
         "",
         "| adapter | mode | step (s) | images/s | time × none | paper time × | "
         "memory added (MB) | memory × none | paper memory × |",
@@ -507,6 +549,8 @@ def markdown(result: dict) -> str:
             f"({d['workers']} workers; decoding JPEGs into the cache: "
             f"{d['decode_images_per_s']:.0f} images/s, once per run)."
         )
+    if result.get("wall_s") is not None:
+        lines.append(f"Wall time of the bench: {result['wall_s']:.0f} s.")
     return "\n".join(lines) + "\n"
 
 
@@ -524,9 +568,11 @@ def _bench(args: argparse.Namespace) -> int:
     validate(args)
     out = args.out or Path("logs/bench") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     result = run(args)
     if args.profile:
         result["profile"] = str(write_profile(args, resolve_device(args.device), out))
+    result["wall_s"] = time.perf_counter() - start
     (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     text = markdown(result)
     (out / "bench.md").write_text(text)

@@ -86,3 +86,36 @@ def test_make_bench_measures_memory_in_fresh_processes(tmp_path):
     )  # fmt: skip
     result = check_outputs(out, ["lora_add"], ["none", "fast"], memory=True)
     assert all(r["memory_added_mb"] > 0 for r in result["rows"])
+
+
+def test_every_mode_is_measured_over_the_same_steps(monkeypatch):
+    # Lazy's cycle (a PACE step, then a single pass) and one step that creates the optimiser
+    # state: every mode runs them, so no mode's peak covers more steps than another's.
+    args = bench.parse_args([*TINY, "--interval", "2"])
+    counts = {}
+    steps = bench.Trainer.steps
+
+    def counted(trainer, count):
+        counts[trainer.case.mode] = count
+        steps(trainer, count)
+
+    monkeypatch.setattr(bench.Trainer, "steps", counted)
+    for mode in bench.MODES:
+        assert isinstance(bench.measure_memory(args, bench.Case("lora_add", mode)), int)
+    assert counts == {mode: 3 for mode in bench.MODES}
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_memory_subprocess_pins_the_mmap_threshold(monkeypatch, pinned):
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    seen = {}
+
+    def fake_run(command, **kwargs):
+        seen.update(kwargs["env"])
+        return subprocess.CompletedProcess(command, 0, stdout="123\n", stderr="")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    args = bench.parse_args([*TINY, *([] if pinned else ["--no-pinned-malloc"])])
+    assert bench.memory_in_subprocess(args, bench.Case("lora_add", "none")) == 123
+    assert seen.get("MALLOC_MMAP_THRESHOLD_") == ("131072" if pinned else None)
+    assert seen["PATH"] == os.environ["PATH"]  # the rest of the environment is passed on

@@ -1,5 +1,5 @@
 """The faster training paths compute exactly what the plain ones do (the plain paths are the
-oracle): the fused noisy pass of every adapter, the stacked-GEMM dense-Δ layer, and full PACE
+oracle): the fused noisy pass of every adapter, the dense-Δ noisy layer, and full PACE
 with the noise-free prefix computed once."""
 
 import copy
@@ -71,7 +71,7 @@ def check_fused_against_plain(row, noise_shape, drop_path, dtype):
         assert_relative_close(grad, plain_grads[name], name)
 
 
-def test_the_papers_adapter_takes_the_stacked_gemm_path():
+def test_the_papers_adapter_takes_the_dense_noisy_path():
     model = inject(tiny_vit(), "lora_mul_vpt_add", rank=2)
     layers = [m for _, m in branch_modules(model)]
     assert len(layers) == 8 and all(m.dense_delta() is not None for m in layers)

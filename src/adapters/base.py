@@ -186,9 +186,9 @@ class AdaptedLinear(BranchModule):
         return F.linear(x, *self.delta_weight_and_bias())
 
     def dense_delta(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(ΔW, Δb) when Δh is the dense ``x·ΔWᵀ + Δb`` — the noisy pass then stacks it with
-        h0 into one GEMM (``src/adapters/fused.py``); None for a method with its own cheaper
-        branch (low-rank factors, a bias shift)."""
+        """(ΔW, Δb) when Δh is the dense ``x·ΔWᵀ + Δb`` — the noisy pass then adds it into
+        h0's buffer in one autograd function (``src/adapters/fused.py``); None for a method
+        with its own cheaper branch (low-rank factors, a bias shift)."""
         if type(self).branch is not AdaptedLinear.branch:
             return None
         return self.delta_weight_and_bias()

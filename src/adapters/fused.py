@@ -1,22 +1,27 @@
-"""The noisy forward of a dense-Δ linear layer, ``h = x W0ᵀ + b0 + z ⊙ (x ΔWᵀ + Δb)``, in one GEMM.
+"""The noisy forward of a dense-Δ linear layer, ``h = x W0ᵀ + b0 + z ⊙ (x ΔWᵀ + Δb)``.
 
 The paper's adapter (``lora_mul_vpt_add``, ΔW = W0 ⊙ (D_W U_W)) has a dense ΔW, so a noisy layer
-costs two full matmuls forward and two for the input gradient. Stacking does the same FLOPs in
-fewer passes over the activations:
+costs two full matmuls forward and two for the input gradient. This autograd function does them
+with as few activation-sized buffers as the arithmetic allows:
 
-- forward: one GEMM of ``x`` with ``[W0; ΔW]`` (bias ``[b0; Δb]`` fused), then one fused
-  multiply-add ``h0 + z ⊙ Δh`` into the output — no activation-sized temporaries besides the
-  stacked product;
-- backward: ``∂x = g W0 + (g ⊙ z) ΔW`` accumulated into one buffer (``addmm``), and
-  ``∂ΔW = (g ⊙ z)ᵀ x`` (``∂Δb`` is its sum). W0 and b0 are frozen; ``z`` carries no gradient
-  (the noise is drawn without one).
+- forward: ``h0 = x W0ᵀ + b0`` is the output buffer and ``Δh = x ΔWᵀ + Δb`` is added into it in
+  place (``addcmul_``) — one activation-sized temporary (Δh), nothing of it kept for backward;
+- backward: ``∂x = g W0 + (g ⊙ z) ΔW`` accumulated in place into one buffer (``addmm_``), and
+  ``∂ΔW = (g ⊙ z)ᵀ x`` (``∂Δb`` is its sum); ``g ⊙ z`` is the one temporary. W0 and b0 are
+  frozen; ``z`` carries no gradient (the noise is drawn without one).
 
-The stacked-gradient alternative for ``∂x`` (one GEMM of ``[g, g ⊙ z]`` with ``[W0; ΔW]``)
-was measured no faster on a 2-core CPU (ViT-S/16 shapes, docs/bench.md): it needs an
-activation-sized ``[g, g ⊙ z]`` buffer and the stacked weight kept for backward (a copy of W0
-per layer). Only ``x``, ``z``, W0 (the parameter itself) and ΔW are kept here. The plain
-two-path computation in ``BranchModule.forward`` stays as the oracle this is tested against
-(``tests/test_fast_paths.py``).
+Only ``x``, ``z``, W0 (the parameter itself) and ΔW are kept for backward — what the merged
+layer keeps too (``x`` and one ``[out, in]`` weight), plus the small ``z``.
+
+Measured and not kept (2-core CPU, ViT-S/16 shapes, docs/bench.md): one GEMM of ``x`` with the
+stacked ``[W0; ΔW]`` — no faster than the two GEMMs here (a layer benchmark: 2.5 % slower),
+and it needs a ``[2·out, in]`` copy of the weights and a ``[…, 2·out]`` output per layer and
+step (the step's peak RSS was 7 MB higher); ``torch.addmm(g W0, g ⊙ z, ΔW)`` into a second
+buffer instead of ``addmm_`` (one more ``[…, in]`` buffer at the start of backward, where the
+step's memory peaks: +7 MB of live tensors); and the stacked-gradient GEMM for ``∂x``
+(``[g, g ⊙ z]`` with ``[W0; ΔW]``) — no faster, with an activation-sized ``[g, g ⊙ z]``
+buffer. The plain two-path computation in ``BranchModule.forward`` stays as the oracle this is
+tested against (``tests/test_fast_paths.py``).
 """
 
 from __future__ import annotations
@@ -28,12 +33,12 @@ import torch.nn.functional as F
 class DenseNoisyLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, delta_weight, delta_bias, z):
-        out_features = weight.shape[0]
-        stacked = F.linear(x, torch.cat([weight, delta_weight]), torch.cat([bias, delta_bias]))
-        h0, delta_h = stacked.split(out_features, dim=-1)
+        # h0 is the output buffer; Δh is the one activation-sized temporary, added into it.
+        out = F.linear(x, weight, bias)
+        out.addcmul_(F.linear(x, delta_weight, delta_bias), z)
         # W0 is a parameter (no copy); ΔW is what the plain path's matmul keeps too.
         ctx.save_for_backward(x, weight, delta_weight, z)
-        return torch.addcmul(h0, delta_h, z)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
@@ -44,8 +49,8 @@ class DenseNoisyLinear(torch.autograd.Function):
         noisy_rows = (grad * z).reshape(-1, out_features)  # ∂/∂Δh = g ⊙ z
         x_rows = x.reshape(-1, x.shape[-1])
         grad_x = grad_w = grad_b = grad_dw = grad_db = None
-        if need_x:  # g W0 + (g ⊙ z) ΔW, accumulated into one buffer
-            grad_x = torch.addmm(rows @ weight, noisy_rows, delta_weight).view(x.shape)
+        if need_x:  # g W0 + (g ⊙ z) ΔW, accumulated in place into one buffer
+            grad_x = (rows @ weight).addmm_(noisy_rows, delta_weight).view(x.shape)
         if need_dw:
             grad_dw = noisy_rows.t() @ x_rows
         if need_db:
