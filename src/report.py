@@ -203,11 +203,21 @@ def row_key(run: Run) -> tuple:
     )
 
 
+def _pace_only(key: str) -> bool:
+    """PACE's own keys (and the top-level σ, λ): they mean nothing for a baseline row."""
+    return key.startswith("pace.") and key != "pace.mode" or key in ("sigma", "lam")
+
+
 def labels_for(keys: list[tuple]) -> dict[tuple, str]:
     """Name each row by the settings that differ between rows (PACE's always shown)."""
     always = ("pace.mode", "pace.sigma", "pace.lam")
     differing = {k for key in keys for k, _ in key} - set(always)
-    differing = {k for k in differing if len({dict(key).get(k) for key in keys}) > 1}
+
+    def rows_it_applies_to(k: str) -> list[dict]:
+        rows = [dict(key) for key in keys]
+        return [row for row in rows if row.get("pace.mode") != "none"] if _pace_only(k) else rows
+
+    differing = {k for k in differing if len({row.get(k) for row in rows_it_applies_to(k)}) > 1}
     labels = {}
     for key in keys:
         values = dict(key)
@@ -215,7 +225,11 @@ def labels_for(keys: list[tuple]) -> dict[tuple, str]:
         parts = ["baseline" if mode == "none" else {"pace": "PACE"}.get(mode, f"PACE-{mode}")]
         if mode != "none":
             parts.append(f"σ={values.get('pace.sigma')} λ={values.get('pace.lam')}")
-        parts += [f"{k}={values.get(k, 'recipe')}" for k in sorted(differing)]
+        parts += [
+            f"{k}={values.get(k, 'recipe')}"
+            for k in sorted(differing)
+            if mode != "none" or not _pace_only(k)
+        ]
         labels[key] = " ".join(parts)
     return labels
 

@@ -162,3 +162,17 @@ def test_no_runs_is_an_error(tmp_path, capsys):
     assert stop.value.code == 2
     assert capsys.readouterr().err.startswith("error: no results.json")
     assert render([], []) == ""
+
+
+def test_pace_only_keys_do_not_label_the_baseline():
+    from src.report import labels_for
+
+    pace_keys = (("pace.noise_shape", "channel"), ("pace.schedule", "vit"), ("sigma", 1.5))
+    baseline = (("optim.lr", 0.005), ("pace.mode", "none"))
+    pace = (("optim.lr", 0.005), ("pace.lam", 1.0), ("pace.mode", "pace"), ("pace.sigma", 1.5),
+            *pace_keys)  # fmt: skip
+    token = tuple((k, "token" if k == "pace.noise_shape" else v) for k, v in pace)
+    labels = labels_for([baseline, pace, token])
+    assert labels[baseline] == "baseline"
+    assert labels[pace] == "PACE σ=1.5 λ=1.0 pace.noise_shape=channel"  # differs among PACE rows
+    assert labels[token] == "PACE σ=1.5 λ=1.0 pace.noise_shape=token"
