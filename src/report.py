@@ -204,18 +204,21 @@ def row_key(run: Run) -> tuple:
 
 
 def _pace_only(key: str) -> bool:
-    """PACE's own keys (and the top-level σ, λ): they mean nothing for a baseline row."""
-    return key.startswith("pace.") and key != "pace.mode" or key in ("sigma", "lam")
+    """Keys of PACE's modes: they mean nothing for a baseline row, nor lazy's for fast."""
+    return key.startswith("pace.") and key != "pace.mode"
 
 
 def labels_for(keys: list[tuple]) -> dict[tuple, str]:
     """Name each row by the settings that differ between rows (PACE's always shown)."""
     always = ("pace.mode", "pace.sigma", "pace.lam")
-    differing = {k for key in keys for k, _ in key} - set(always)
+    # The top-level sigma and lam are what pace.sigma and pace.lam are set from.
+    differing = {k for key in keys for k, _ in key} - {*always, "sigma", "lam"}
 
     def rows_it_applies_to(k: str) -> list[dict]:
+        # A PACE key that a row lacks belongs to another mode (pace.interval is lazy's), so
+        # it is compared among the rows that have it; any other missing key is the recipe's.
         rows = [dict(key) for key in keys]
-        return [row for row in rows if row.get("pace.mode") != "none"] if _pace_only(k) else rows
+        return [row for row in rows if k in row] if _pace_only(k) else rows
 
     differing = {k for k in differing if len({row.get(k) for row in rows_it_applies_to(k)}) > 1}
     labels = {}
@@ -228,7 +231,7 @@ def labels_for(keys: list[tuple]) -> dict[tuple, str]:
         parts += [
             f"{k}={values.get(k, 'recipe')}"
             for k in sorted(differing)
-            if mode != "none" or not _pace_only(k)
+            if k in values or not _pace_only(k)
         ]
         labels[key] = " ".join(parts)
     return labels
@@ -348,6 +351,7 @@ def fgvc_table(runs: list[Run], protocol: str) -> Table:
 def fewshot_table(runs: list[Run], protocol: str) -> Table:
     """Rows: configuration x dataset, plus the mean of the paper's five datasets; columns: shots."""
     present = sorted({run.task for run in runs}, key=lambda t: (t not in FEWSHOT_TASKS, t))
+    paper_tasks = set(present) & set(FEWSHOT_TASKS)  # custom tasks alone get no paper rows
     columns = [f"{k}-shot" for k in SHOTS]
 
     def column_of(run: Run) -> dict[str, float]:
@@ -365,13 +369,15 @@ def fewshot_table(runs: list[Run], protocol: str) -> Table:
                 _records("fewshot", protocol, labels[key], f"{task} {c}", cell)
                 for c, cell in zip(columns, row, strict=True)
             ]
+        if not paper_tasks:
+            continue
         mean = [_mean([by_column[f"{t}|{c}"].mean for t in FEWSHOT_TASKS]) for c in columns]
         rows.append((f"{labels[key]} · mean of 5", [_num(m) for m in mean]))
         records += [
             _records("fewshot", protocol, labels[key], f"mean of 5 {c}", m)
             for c, m in zip(columns, mean, strict=True)
         ]
-    for name, values in PAPER_FEWSHOT_MEAN.items():
+    for name, values in PAPER_FEWSHOT_MEAN.items() if paper_tasks else ():
         rows.append((f"paper: {name} · mean of 5", [f"{v:.1f}" for v in values]))
     what = "accuracy (mean over split seeds and seeds)"
     return Table(_title("Few-shot", protocol, what), columns, rows, records)
