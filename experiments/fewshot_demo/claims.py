@@ -14,8 +14,8 @@ training images, same seed), and each claim is a mean over those pairs with its 
 (c) distance to the pre-trained model (Thm. 3): the last ``val/fp_distance`` as a ratio to the
     baseline's.
 
-Time per epoch and peak memory are the ratios of the pair too (runs shared the machine two at a
-time, so time ratios are rough).
+Peak memory (RSS) is the pair's ratio too. Time is not: the runs shared the machine with a
+varying load, so their seconds compare nothing; `make bench` measures what each mode costs.
 """
 
 from __future__ import annotations
@@ -59,16 +59,12 @@ def pair_measures(run: Run, baseline: Run) -> dict[str, float]:
     fp, fp0 = curve(run, "val/fp_distance"), curve(baseline, "val/fp_distance")
     last = max(set(fp) & set(fp0))
 
-    def per_epoch(r: Run) -> float:
-        return r.results["fit_seconds"] / r.results["epochs"]
-
     return {
         "accuracy gain (points)": run.scores()["acc"] - baseline.scores()["acc"],
         "grad-norm ratio, fitting phase": (
             statistics.fmean(grad[e] for e in shared) / statistics.fmean(grad0[e] for e in shared)
         ),
         "FP-distance ratio, last epoch": fp[last] / fp0[last],
-        "time / epoch ratio": per_epoch(run) / per_epoch(baseline),
         "peak memory ratio": run.results["peak_rss_mb"] / baseline.results["peak_rss_mb"],
         "baseline fitting epochs": len(window),
     }
