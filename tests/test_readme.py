@@ -271,5 +271,5 @@ def demo_target(target: str, sandbox: Path) -> None:
     else:
         demo_dir = sandbox / "logs" / "demo" / "readme"
         proc = make("demo", sandbox, f"DEMO_DIR={demo_dir}", "RUN_ARGS=" + " ".join(TINY[1:]))
-        assert len(job_folders(demo_dir)) == 2
+        assert len(job_folders(demo_dir)) + len(job_folders(demo_dir / "fast")) == 3
         assert "PACE" in proc.stdout or "pace" in proc.stdout
