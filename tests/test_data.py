@@ -190,6 +190,17 @@ def test_dataloader_settings(toy_root):
     assert not make_dm(toy_root, protocol="tune").train_dataloader().persistent_workers
 
 
+
+def test_drop_last_that_drops_every_batch_is_a_user_error(toy_root):
+    """recipe.drop_last with fewer training images than one batch would fit zero steps and then
+    test the untrained model; it stops with the fix instead (e.g. recipe=paper at 1 shot)."""
+    train_size = len(make_dm(toy_root, protocol="tune").dataset("train"))
+    fits = make_dm(toy_root, protocol="tune", batch_size=train_size, drop_last=True)
+    assert len(fits.train_dataloader()) == 1
+    too_big = make_dm(toy_root, protocol="tune", batch_size=train_size + 1, drop_last=True)
+    with pytest.raises(UserError, match=r"data.batch_size=.*recipe.drop_last=false"):
+        too_big.train_dataloader()
+
 def test_fixture_classes_are_separable(toy_root):
     """Nearest class mean on raw pixels already solves the toy task, so a tiny ViT can too."""
     dm = make_dm(toy_root, protocol="tune")

@@ -295,7 +295,19 @@ class BenchmarkDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("train"), shuffle=True, drop_last=self.drop_last)
+        dataset = self.dataset("train")
+        if self.drop_last:
+            # Each rank draws its share of the set; a share smaller than one batch is dropped
+            # whole, and Lightning would "train" zero steps and test the untrained model.
+            world = self.trainer.world_size if self.trainer is not None else 1
+            per_rank = -(-len(dataset) // world)
+            if per_rank < self.batch_size:
+                raise UserError(
+                    f"recipe.drop_last=true drops every training batch: {per_rank} training "
+                    f"images per process < data.batch_size={self.batch_size}; lower "
+                    "data.batch_size or set recipe.drop_last=false"
+                )
+        return self._loader(dataset, shuffle=True, drop_last=self.drop_last)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), shuffle=False)
