@@ -3,21 +3,20 @@
     python -m src.bench                                   # defaults: < 5 min on 2 CPU cores
     python -m src.bench --adapters lora_mul_vpt_add --modes none,pace --steps 8 --plain
 
-For every adapter and mode it trains a few steps on one synthetic batch (random weights;
-forward + backward + AdamW step, the project's own regularisers), in ONE process and in
-interleaved rounds (round r runs one step of every case; warm-up rounds are discarded), so slow
-phases of a shared machine hit every case alike. Reported per case: median step time, images/s
-and the peak memory added by training, each also as a ratio to ``none`` of the same adapter, with
-the PACE paper's Table 9 ratios (App. C, ViT-B on one GPU) beside them. Memory is measured in a
-fresh subprocess per case, over the same steps for every mode (one that creates the optimiser
-state, then a whole lazy cycle): on a GPU the CUDA peak allocated minus what the built model
-holds, on CPU the peak RSS minus the RSS after building the model, with glibc's mmap threshold
-pinned so that the RSS follows the live tensors, not the allocator's history. Also: eval
-throughput (merged weights), the data loader's throughput from the decoded cache, and the cost
-of the ``train/grad_norm`` diagnostic. Writes ``bench.json`` and ``bench.md`` to ``--out``.
-``--plain`` adds each PACE mode on the plain paths (no fused noisy layers, no shared prefix) —
-the before/after of docs/bench.md in one run. ``--profile`` writes a ``torch.profiler`` table
-of one case.
+For every adapter and mode it trains a few steps on one synthetic batch (random weights; forward +
+backward + AdamW step, the project's own regularisers), in ONE process and in interleaved rounds
+(round r runs every case in turn: ``--settle`` untimed steps, then one timed step; warm-up rounds
+are discarded), so slow phases of a shared machine hit every case alike. Reported per case: median
+step time, images/s and the peak memory added by training, each also as a ratio to ``none`` of the
+same adapter, with the PACE paper's Table 9 ratios (App. C, ViT-B on one GPU) beside them. Memory is
+measured in a fresh subprocess per case, over the same steps for every mode (one that creates the
+optimiser state, then a whole lazy cycle): on a GPU the CUDA peak allocated minus what the built
+model holds, on CPU the peak RSS minus the RSS after building the model, with glibc's mmap threshold
+pinned so that the RSS follows the live tensors, not the allocator's history. Also: eval throughput
+(merged weights), the data loader's throughput from the decoded cache, and the cost of the
+``train/grad_norm`` diagnostic. Writes ``bench.json`` and ``bench.md`` to ``--out``. ``--plain``
+adds each PACE mode on the plain paths (no fused noisy layers, no shared prefix) — the before/after
+of docs/bench.md in one run. ``--profile`` writes a ``torch.profiler`` table of one case.
 """
 
 from __future__ import annotations
@@ -83,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--steps", type=int, default=4, help="timed rounds (after the warm-up)")
     p.add_argument("--warmup", type=int, default=1, help="rounds run first and discarded")
+    p.add_argument(
+        "--settle",
+        type=int,
+        default=1,
+        help="untimed steps of a case right before each of its timed ones (0: none)",
+    )
     p.add_argument("--interval", type=int, default=2, help="lazy's interval N")
     p.add_argument("--sigma", type=float, default=0.5)
     p.add_argument("--drop-path", type=float, default=0.1)
@@ -143,6 +148,8 @@ def validate(args: argparse.Namespace) -> None:
         check_choice("pace mode", mode, MODES)
     if "none" not in args.modes:
         raise UserError("--modes must include none: every ratio is relative to it")
+    if args.settle < 0:
+        raise UserError(f"--settle must be >= 0, got {args.settle}")
     for key in ("img_size", "batch", "steps", "interval"):
         if getattr(args, key) < 1:
             raise UserError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
@@ -421,6 +428,11 @@ def run(args: argparse.Namespace) -> dict:
         # Rotate the order each round so no case always runs right after the same neighbour.
         order = trainers[r % len(trainers) :] + trainers[: r % len(trainers)]
         for trainer in order:
+            # A timed step right after another case's steps pays for that case's allocations
+            # (the heap glibc trimmed or fragmented for it); in a training run a step follows a
+            # step of the same model, so the bench times one that does (docs/bench.md).
+            for _ in range(args.settle):
+                trainer.unit()
             seconds = trainer.timed_unit()
             if r >= args.warmup:
                 times[trainer.case].append(seconds)
@@ -496,7 +508,8 @@ def markdown(result: dict) -> str:
         "",
         f"{s['backbone']} at {s['img_size']} px, batch {s['batch']}, random weights, σ = "
         f"{s['sigma']}, drop-path {s['drop_path']}, median of {s['steps']} interleaved rounds "
-        f"({s['warmup']} warm-up discarded); forward + backward + AdamW step.",
+        f"({s['warmup']} warm-up discarded), each timed step right after "
+        f"{s.get('settle', 0)} untimed one(s) of the same case; forward + backward + AdamW step.",
         f"Machine: {m['cpu']}"
         + (f", GPU {m['gpu']}" if m["gpu"] else "")
         + f", {m['threads']} threads, torch {m['torch']}, timm {m['timm']}, "

@@ -62,6 +62,7 @@ def test_bench_writes_json_and_markdown(tmp_path):
         (["--modes", "pace"], "--modes must include none"),
         (["--adapters", "lora_nope"], "unknown adapter 'lora_nope'"),
         (["--batch", "0"], "--batch must be >= 1"),
+        (["--settle", "-1"], "--settle must be >= 0"),
     ],
 )
 def test_bad_options_are_one_line_errors(args, message, tmp_path):
