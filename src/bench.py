@@ -80,8 +80,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES)
     )
-    p.add_argument("--steps", type=int, default=4, help="timed rounds (after the warm-up)")
-    p.add_argument("--warmup", type=int, default=1, help="rounds run first and discarded")
+    p.add_argument("--steps", type=int, default=3, help="timed rounds (after the warm-up)")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="rounds run first and discarded (the --settle step before each timed one already "
+        "absorbs a case's first-step costs: optimiser state, allocator growth)",
+    )
     p.add_argument(
         "--settle",
         type=int,
@@ -111,6 +117,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--no-memory", dest="memory", action="store_false", help="skip the memory subprocesses"
+    )
+    p.add_argument(
+        "--memory-jobs",
+        type=int,
+        default=0,
+        help="memory subprocesses run at once (0: 2 on CPU, where each process's RSS is its own, "
+        "1 on a GPU, where they would share the device)",
     )
     p.add_argument(
         "--pinned-malloc",
@@ -148,8 +161,9 @@ def validate(args: argparse.Namespace) -> None:
         check_choice("pace mode", mode, MODES)
     if "none" not in args.modes:
         raise UserError("--modes must include none: every ratio is relative to it")
-    if args.settle < 0:
-        raise UserError(f"--settle must be >= 0, got {args.settle}")
+    for key in ("settle", "warmup", "memory_jobs"):
+        if getattr(args, key) < 0:
+            raise UserError(f"--{key.replace('_', '-')} must be >= 0, got {getattr(args, key)}")
     for key in ("img_size", "batch", "steps", "interval"):
         if getattr(args, key) < 1:
             raise UserError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
@@ -290,8 +304,9 @@ def measure_memory(args: argparse.Namespace, case: Case) -> int:
     return _proc_status_bytes("VmHWM") - base
 
 
-def memory_in_subprocess(args: argparse.Namespace, case: Case) -> int | None:
+def memory_in_subprocess(args: argparse.Namespace, case: Case, threads: int = 0) -> int | None:
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "measure_memory")}
+    settings["threads"] = threads or args.threads
     payload = json.dumps({"args": settings, "case": dataclasses.asdict(case)})
     env = dict(os.environ)
     if args.pinned_malloc:
@@ -310,6 +325,21 @@ def memory_in_subprocess(args: argparse.Namespace, case: Case) -> int | None:
         )
         return None
     return int(result.stdout.strip().splitlines()[-1])
+
+
+def measure_memory_of(args: argparse.Namespace, cases: list[Case], device) -> dict:
+    """Each case's memory in its own subprocess, ``--memory-jobs`` of them at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from src.threads import allowed_cpus
+
+    jobs = args.memory_jobs or (1 if device.type == "cuda" else 2)
+    # Processes side by side share the cores: more threads than cores would make each one's
+    # OpenMP barriers wait on the other (README, "CPU threads"). The RSS does not depend on it.
+    threads = max(1, (args.threads or allowed_cpus()) // jobs)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        measured = pool.map(lambda c: memory_in_subprocess(args, c, threads), cases)
+        return dict(zip(cases, measured, strict=True))
 
 
 # ------------------------------------------------------------------- eval, loader, profile
@@ -414,6 +444,7 @@ def plan(args: argparse.Namespace) -> list[Case]:
 
 
 def run(args: argparse.Namespace) -> dict:
+    phases = Phases()
     threads = set_threads(args)
     device = resolve_device(args.device)
     cases = plan(args)
@@ -423,6 +454,7 @@ def run(args: argparse.Namespace) -> dict:
         flush=True,
     )
     trainers = [Trainer(args, case, device) for case in cases]
+    phases.done("build")
     times: dict[Case, list[float]] = {case: [] for case in cases}
     for r in range(args.warmup + args.steps):
         # Rotate the order each round so no case always runs right after the same neighbour.
@@ -440,18 +472,36 @@ def run(args: argparse.Namespace) -> dict:
             f"round {r + 1}/{args.warmup + args.steps}" + (" (warm-up)" if r < args.warmup else ""),
             flush=True,
         )
+    phases.done("timed rounds")
     evals = {}
     for trainer in trainers:
         if trainer.case.mode == "none" and not trainer.case.grad_norm:
             evals[trainer.case.adapter] = eval_throughput(args, trainer)
     del trainers
+    phases.done("eval")
     memory = {}
     if args.memory:
-        for case in cases:
-            if not case.grad_norm:
-                memory[case] = memory_in_subprocess(args, case)
+        memory = measure_memory_of(args, [c for c in cases if not c.grad_norm], device)
+        phases.done("memory")
     loader = loader_throughput(args) if args.loader_images else None
-    return summarise(args, device, threads, cases, times, memory, evals, loader)
+    if loader:
+        phases.done("loader")
+    result = summarise(args, device, threads, cases, times, memory, evals, loader)
+    result["phases_s"] = phases.seconds
+    return result
+
+
+class Phases:
+    """Wall seconds of each part of the bench, so a user sees where its own time goes."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = now - self._start
+        self._start = now
 
 
 def summarise(args, device, threads, cases, times, memory, evals, loader) -> dict:
@@ -563,7 +613,10 @@ def markdown(result: dict) -> str:
             f"{d['decode_images_per_s']:.0f} images/s, once per run)."
         )
     if result.get("wall_s") is not None:
-        lines.append(f"Wall time of the bench: {result['wall_s']:.0f} s.")
+        phases = result.get("phases_s") or {}
+        where = ", ".join(f"{name} {sec:.0f} s" for name, sec in phases.items())
+        where = f" ({where})." if where else "."
+        lines.append(f"Wall time of the bench: {result['wall_s']:.0f} s{where}")
     return "\n".join(lines) + "\n"
 
 

@@ -39,8 +39,14 @@ def check_outputs(out: Path, adapters: list[str], modes: list[str], memory: bool
     for row in main_rows:  # the paper's Table 9 beside each mode (pace: 53 / 29 min)
         assert row["paper_time_ratio"] == {"none": 1, "pace": 53 / 29}.get(row["mode"], 1)
     assert set(result["eval_images_per_s"]) == set(adapters)
+    # Where the bench's own time went: its parts add up to its wall time.
+    phases = result["phases_s"]
+    assert list(phases)[:3] == ["build", "timed rounds", "eval"]
+    assert ("memory" in phases) == memory
+    assert sum(phases.values()) == pytest.approx(result["wall_s"], rel=0.05, abs=1.0)
     table = (out / "bench.md").read_text()
     assert table.count("\n| `") == len(result["rows"])
+    assert "timed rounds" in table
     assert "| adapter | mode | step (s) |" in table
     return result
 
@@ -63,6 +69,7 @@ def test_bench_writes_json_and_markdown(tmp_path):
         (["--adapters", "lora_nope"], "unknown adapter 'lora_nope'"),
         (["--batch", "0"], "--batch must be >= 1"),
         (["--settle", "-1"], "--settle must be >= 0"),
+        (["--memory-jobs", "-1"], "--memory-jobs must be >= 0"),
     ],
 )
 def test_bad_options_are_one_line_errors(args, message, tmp_path):
@@ -120,3 +127,23 @@ def test_memory_subprocess_pins_the_mmap_threshold(monkeypatch, pinned):
     assert bench.memory_in_subprocess(args, bench.Case("lora_add", "none")) == 123
     assert seen.get("MALLOC_MMAP_THRESHOLD_") == ("131072" if pinned else None)
     assert seen["PATH"] == os.environ["PATH"]  # the rest of the environment is passed on
+
+
+@pytest.mark.parametrize(("cpus", "jobs", "threads"), [(2, 0, 1), (2, 1, 2), (4, 2, 2), (1, 2, 1)])
+def test_memory_subprocesses_side_by_side_split_the_cores(monkeypatch, cpus, jobs, threads):
+    # Two processes with all the cores each would make every OpenMP barrier wait on the other.
+    seen = []
+
+    def fake_run(command, **kwargs):
+        payload = json.loads(command[-1])
+        seen.append(payload["args"]["threads"])
+        mode = payload["case"]["mode"]
+        return subprocess.CompletedProcess(command, 0, stdout=f"{len(mode)}\n", stderr="")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    monkeypatch.setattr("src.threads.allowed_cpus", lambda: cpus)
+    args = bench.parse_args([*TINY, "--threads", "0", "--memory-jobs", str(jobs)])
+    cases = [bench.Case("lora_add", m) for m in bench.MODES]
+    measured = bench.measure_memory_of(args, cases, torch.device("cpu"))
+    assert measured == {c: len(c.mode) for c in cases}  # each result with its own case
+    assert seen == [threads] * len(cases)
