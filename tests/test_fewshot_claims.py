@@ -32,11 +32,29 @@ def write_run(folder, mode, shots, split_seed, acc, train_acc, grad_norm, fp_dis
 def test_claims_pair_runs_on_the_same_draw(tmp_path):
     for split_seed, gain in ((0, 0.02), (1, 0.04)):
         # The baseline fits its training set at epoch 2: the fitting phase is epochs 0 and 1.
-        write_run(tmp_path / f"none{split_seed}", "none", 4, split_seed, 0.70,
-                  [0.5, 0.9, 1.0, 1.0], [4.0, 2.0, 0.1, 0.01], [1, 2, 3, 8.0], 10)
-        write_run(tmp_path / f"pace{split_seed}", "pace", 4, split_seed, 0.70 + gain,
-                  [0.4, 0.8, 0.9, 1.0], [2.0, 1.0, 0.5, 0.5], [1, 1, 1, 2.0], 25)
-    ((shots, label), measures), = claims.claims([tmp_path]).items()
+        write_run(
+            tmp_path / f"none{split_seed}",
+            "none",
+            4,
+            split_seed,
+            0.70,
+            [0.5, 0.9, 1.0, 1.0],
+            [4.0, 2.0, 0.1, 0.01],
+            [1, 2, 3, 8.0],
+            10,
+        )
+        write_run(
+            tmp_path / f"pace{split_seed}",
+            "pace",
+            4,
+            split_seed,
+            0.70 + gain,
+            [0.4, 0.8, 0.9, 1.0],
+            [2.0, 1.0, 0.5, 0.5],
+            [1, 1, 1, 2.0],
+            25,
+        )
+    (((shots, label), measures),) = claims.claims([tmp_path]).items()
     assert (shots, label) == (4, "pace σ=1.0 λ=0.5")
     mean, se, n = measures["accuracy gain (points)"]
     assert (mean, n) == (pytest.approx(3.0), 2) and se == pytest.approx(1.0)
@@ -47,3 +65,36 @@ def test_claims_pair_runs_on_the_same_draw(tmp_path):
     assert measures["baseline fitting epochs"][0] == 2
     table = claims.markdown(claims.claims([tmp_path]))
     assert "| 4 | pace σ=1.0 λ=0.5 | +3.00 ± 1.00 (n=2)" in table
+
+
+def launched_with(folder, recipe):
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra" / "hydra.yaml").write_text(
+        json.dumps({"hydra": {"runtime": {"choices": {"recipe": recipe}}}})
+    )
+
+
+def test_recipe_paper_runs_pair_with_their_own_baseline_and_with_the_project_recipe(tmp_path):
+    curves = ([0.5, 1.0], [2.0, 1.0], [1.0, 2.0])
+    for draw in (0, 1):
+        for recipe, none_acc, pace_acc in (
+            ("project", 0.60, 0.65),
+            ("paper", 0.50, 0.58 + draw / 100),
+        ):
+            for mode, acc in (("none", none_acc), ("pace", pace_acc)):
+                folder = tmp_path / recipe / f"{mode}{draw}"
+                write_run(folder, mode, 4, draw, acc, *curves, 10)
+                launched_with(folder, recipe)
+    table = claims.claims([tmp_path / "project", tmp_path / "paper"])
+    assert set(table) == {(4, "pace σ=1.0 λ=0.5"), (4, "pace σ=1.0 λ=0.5 · recipe=paper")}
+    # Each recipe's PACE against the baseline of its own recipe, never the other's.
+    assert table[4, "pace σ=1.0 λ=0.5"]["accuracy gain (points)"][0] == pytest.approx(5.0)
+    assert table[4, "pace σ=1.0 λ=0.5 · recipe=paper"]["accuracy gain (points)"][
+        0
+    ] == pytest.approx(8.5)
+    effect = claims.recipe_effect([tmp_path / "project", tmp_path / "paper"])
+    name = "accuracy gain of recipe=paper over project (points)"
+    assert effect[4, "baseline"][name][:1] == (pytest.approx(-10.0),)
+    mean, se, n = effect[4, "pace σ=1.0 λ=0.5"][name]
+    assert (mean, se, n) == (pytest.approx(-6.5), pytest.approx(0.5), 2)
+    assert claims.recipe_effect([tmp_path / "project"]) == {}  # nothing to pair

@@ -1,6 +1,7 @@
 """The paper's three claims as numbers, per shot count, from the study's final runs.
 
     .venv/bin/python experiments/fewshot_demo/claims.py logs/fewshot_demo/final [--markdown F]
+    .venv/bin/python experiments/fewshot_demo/claims.py logs/fewshot_demo/{final,recipe}
 
 Every method's run is paired with the baseline run of the same shot count and split seed (same
 training images, same seed), and each claim is a mean over those pairs with its standard error:
@@ -13,6 +14,10 @@ training images, same seed), and each claim is a mean over those pairs with its 
     not; the fitting phase is where the two are comparable (README, "What is compared");
 (c) distance to the pre-trained model (Thm. 3): the last ``val/fp_distance`` as a ratio to the
     baseline's.
+
+Runs under ``recipe=paper`` (the official code's training switches, docs/recipe.md) are paired
+with the baseline of their own recipe, and a second table pairs each of them with the same
+method, shots and draw under the project's recipe: the accuracy difference paper − project.
 
 Peak memory (RSS) is the pair's ratio too. Time is not: the runs shared the machine with a
 varying load, so their seconds compare nothing; `make bench` measures what each mode costs.
@@ -70,18 +75,53 @@ def pair_measures(run: Run, baseline: Run) -> dict[str, float]:
     }
 
 
+Key = tuple[int, str, int, str]  # shots, recipe, draw, pace mode
+
+
+def final_runs(folders: list[Path]) -> dict[Key, Run]:
+    runs = [r for r in load_runs(folders) if r.complete and r.protocol == "final"]
+    return {
+        (int(r.config["data.shots"]), recipe(r), split_seed(r), r.config["pace.mode"]): r
+        for r in runs
+    }
+
+
+def method_label(run: Run, recipe_name: str) -> str:
+    label = "baseline" if run.config["pace.mode"] == "none" else (
+        f"{run.config['pace.mode']} σ={run.config['pace.sigma']} λ={run.config['pace.lam']}"
+    )  # fmt: skip
+    return label + ("" if recipe_name == "project" else f" · recipe={recipe_name}")
+
+
 def claims(folders: list[Path]) -> dict[tuple[int, str], dict[str, tuple[float, float, int]]]:
     """{(shots, method label): {measure: (mean, standard error, pairs)}}."""
-    runs = [r for r in load_runs(folders) if r.complete and r.protocol == "final"]
-    by_key = {(int(r.config["data.shots"]), split_seed(r), r.config["pace.mode"]): r for r in runs}
+    by_key = final_runs(folders)
     measures: dict[tuple[int, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for (shots, draw, mode), run in by_key.items():
-        baseline = by_key.get((shots, draw, "none"))
+    for (shots, recipe_name, draw, mode), run in by_key.items():
+        baseline = by_key.get((shots, recipe_name, draw, "none"))
         if mode == "none" or baseline is None:
             continue
-        label = f"{mode} σ={run.config['pace.sigma']} λ={run.config['pace.lam']}"
         for name, value in pair_measures(run, baseline).items():
-            measures[shots, label][name].append(value)
+            measures[shots, method_label(run, recipe_name)][name].append(value)
+    return summarise(measures)
+
+
+def recipe_effect(folders: list[Path]) -> dict[tuple[int, str], dict[str, tuple]]:
+    """{(shots, method): {"test accuracy, recipe=paper − project (points)": (mean, se, pairs)}}:
+    each run under ``recipe=paper`` minus the same method, shots and draw under the project's."""
+    by_key = final_runs(folders)
+    measures: dict[tuple[int, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for (shots, recipe_name, draw, mode), run in by_key.items():
+        project = by_key.get((shots, "project", draw, mode))
+        if recipe_name != "paper" or project is None:
+            continue
+        gain = run.scores()["acc"] - project.scores()["acc"]
+        name = "accuracy gain of recipe=paper over project (points)"
+        measures[shots, method_label(project, "project")][name].append(gain)
+    return summarise(measures)
+
+
+def summarise(measures: dict) -> dict:
     return {
         key: {name: mean_se(values) for name, values in by_name.items()}
         for key, by_name in sorted(measures.items())
@@ -91,6 +131,14 @@ def claims(folders: list[Path]) -> dict[tuple[int, str], dict[str, tuple[float, 
 def split_seed(run: Run) -> int:
     """The few-shot draw (the report averages over it, so its config leaves it out)."""
     return int(OmegaConf.load(run.folder / "config.yaml").data.split_seed)
+
+
+def recipe(run: Run) -> str:
+    """The ``recipe=`` option the run was launched with (Hydra's record of its choices)."""
+    hydra_yaml = run.folder / ".hydra" / "hydra.yaml"
+    if not hydra_yaml.exists():
+        return "project"
+    return str(OmegaConf.load(hydra_yaml).hydra.runtime.choices.get("recipe", "project"))
 
 
 def markdown(table: dict) -> str:
@@ -112,9 +160,12 @@ def markdown(table: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path)
-    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--markdown", type=Path, help="also write the tables here")
     args = parser.parse_args(argv)
     text = markdown(claims(args.folders))
+    effect = recipe_effect(args.folders)
+    if effect:
+        text += "\n\n" + markdown(effect)
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")
