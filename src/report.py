@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -153,7 +155,52 @@ def _config_of(folder: Path, results: dict) -> dict:
     if flat.get("pace.mode") == "none":  # σ, λ do nothing without PACE
         unused = ("sigma", "lam", "pace.sigma", "pace.lam")
         flat = {k: v for k, v in flat.items() if k not in unused}
-    return {k: v for k, v in flat.items() if not _ignored(k)}
+    return fold_recipe({k: v for k, v in flat.items() if not _ignored(k)})
+
+
+@functools.cache
+def recipe_presets() -> dict[str, dict]:
+    """conf/recipe/<name>.yaml as {name: {"recipe.<switch>": value}}."""
+    return {
+        path.stem: {f"recipe.{k}": v for k, v in OmegaConf.load(path).items()}
+        for path in sorted((CONF / "recipe").glob("*.yaml"))
+    }
+
+
+@functools.cache
+def recipe_mirrors() -> dict[str, str]:
+    """Config keys that copy a recipe switch (``data.drop_last: ${recipe.drop_last}``), found in
+    the group files, as {key: "recipe.<switch>"}."""
+    mirrors = {}
+    for path in [*CONF.glob("*.yaml"), *CONF.glob("*/*.yaml")]:
+        text = path.read_text()
+        if "${recipe." not in text or "@package _global_" in text:  # experiments set values
+            continue
+        prefix = "" if path.parent == CONF else f"{path.parent.name}."
+        for key, value in flatten(OmegaConf.to_container(OmegaConf.create(text))).items():
+            if isinstance(value, str) and re.fullmatch(r"\$\{recipe\.\w+\}", value):
+                mirrors[prefix + key] = value[2:-1]
+    return mirrors
+
+
+def fold_recipe(flat: dict) -> dict:
+    """Name the run's recipe (``recipe=paper``) instead of listing its switches: the switches
+    become the preset they match best, plus each switch set apart from it; the keys that only
+    copy a switch go. A run from before the recipe group is returned as it is."""
+    switches = {k: v for k, v in flat.items() if k.startswith("recipe.")}
+    if not switches:
+        return flat
+    name, preset = max(
+        recipe_presets().items(),
+        key=lambda item: sum(switches.get(k) == v for k, v in item[1].items()),
+    )
+    kept = {
+        k: v
+        for k, v in flat.items()
+        if not k.startswith("recipe.")
+        and not (k in recipe_mirrors() and flat.get(recipe_mirrors()[k]) == v)
+    }
+    return kept | {"recipe": name} | {k: v for k, v in switches.items() if preset.get(k) != v}
 
 
 def load_runs(folders: list[Path]) -> list[Run]:
@@ -203,9 +250,10 @@ def row_key(run: Run) -> tuple:
     )
 
 
-def _pace_only(key: str) -> bool:
-    """Keys of PACE's modes: they mean nothing for a baseline row, nor lazy's for fast."""
-    return key.startswith("pace.") and key != "pace.mode"
+def _only_where_set(key: str) -> bool:
+    """Keys that label only the rows that have them: PACE's modes' (they mean nothing for a
+    baseline row, nor lazy's for fast) and a recipe switch set apart from the run's preset."""
+    return (key.startswith("pace.") and key != "pace.mode") or key.startswith("recipe")
 
 
 def labels_for(keys: list[tuple]) -> dict[tuple, str]:
@@ -215,12 +263,18 @@ def labels_for(keys: list[tuple]) -> dict[tuple, str]:
     differing = {k for key in keys for k, _ in key} - {*always, "sigma", "lam"}
 
     def rows_it_applies_to(k: str) -> list[dict]:
-        # A PACE key that a row lacks belongs to another mode (pace.interval is lazy's), so
-        # it is compared among the rows that have it; any other missing key is the recipe's.
+        # A PACE key that a row lacks belongs to another mode (pace.interval is lazy's), and a
+        # recipe switch it lacks is its preset's, so those are compared among the rows that
+        # have them; any other missing key is the task recipe's.
         rows = [dict(key) for key in keys]
-        return [row for row in rows if k in row] if _pace_only(k) else rows
+        return [row for row in rows if k in row] if _only_where_set(k) else rows
 
-    differing = {k for k in differing if len({row.get(k) for row in rows_it_applies_to(k)}) > 1}
+    differing = {
+        k
+        for k in differing
+        if k.startswith("recipe.")  # a switch set apart from its preset: always said
+        or len({row.get(k) for row in rows_it_applies_to(k)}) > 1
+    }
     labels = {}
     for key in keys:
         values = dict(key)
@@ -231,7 +285,7 @@ def labels_for(keys: list[tuple]) -> dict[tuple, str]:
         parts += [
             f"{k}={values.get(k, 'recipe')}"
             for k in sorted(differing)
-            if k in values or not _pace_only(k)
+            if k in values or not _only_where_set(k)
         ]
         labels[key] = " ".join(parts)
     return labels

@@ -34,15 +34,22 @@ class EpochSummary(Callback):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.rows: list[dict] = []
-        self._started = 0.0
+        self._started: float | None = None  # when this epoch's training started
+        self._written_before: dict[str, str] | None = None  # resumed epoch's row from the file
         self._val: dict[str, float] = {}  # this epoch's validation (callback_metrics keep stale)
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        if self.path.is_file() and trainer.current_epoch > 0:  # resumed: keep finished epochs
-            with self.path.open() as f:
-                self.rows = [
-                    row for row in csv.DictReader(f) if int(row["epoch"]) < trainer.current_epoch
-                ]
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Not on_fit_start: Lightning restores the loop's epoch from a checkpoint after that hook.
+        if not self.path.is_file() or trainer.global_step == 0:
+            return
+        with self.path.open() as f:
+            written = list(csv.DictReader(f))
+        self.rows = [row for row in written if int(row["epoch"]) < trainer.current_epoch]
+        self._written_before = next(
+            (row for row in written if int(row["epoch"]) == trainer.current_epoch), None
+        )
+        # Resumed mid-epoch, Lightning skips on_train_epoch_start: time the epoch from here.
+        self._started = time.perf_counter()
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._started = time.perf_counter()
@@ -54,6 +61,13 @@ class EpochSummary(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
+        if self._written_before is not None:
+            # Resumed from a checkpoint saved at this epoch's end, Lightning replays the end
+            # without training the epoch: its row is the one written before the stop.
+            self.rows.append(self._written_before)
+            self._written_before = self._started = None
+            self._write()
+            return
         row = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
@@ -61,7 +75,7 @@ class EpochSummary(Callback):
             "seconds": round(time.perf_counter() - self._started, 3),
         }
         row |= _epoch_metrics(trainer, "train/") | self._val
-        self._val = {}
+        self._val, self._started = {}, None
         self.rows.append(row)
         self._write()
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments/fewshot_demo/claims.py"
 spec = importlib.util.spec_from_file_location("claims", SCRIPT)
@@ -67,11 +68,13 @@ def test_claims_pair_runs_on_the_same_draw(tmp_path):
     assert "| 4 | pace σ=1.0 λ=0.5 | +3.00 ± 1.00 (n=2)" in table
 
 
-def launched_with(folder, recipe):
-    (folder / ".hydra").mkdir()
-    (folder / ".hydra" / "hydra.yaml").write_text(
-        json.dumps({"hydra": {"runtime": {"choices": {"recipe": recipe}}}})
-    )
+def launched_with(folder, recipe, **switches):
+    """Give the run the recipe switches src.train records in config.yaml: the preset's, and any
+    set apart on the command line."""
+    config = json.loads((folder / "config.yaml").read_text())
+    preset = OmegaConf.to_container(OmegaConf.load(f"conf/recipe/{recipe}.yaml"))
+    config["recipe"] = preset | switches
+    (folder / "config.yaml").write_text(json.dumps(config))
 
 
 def test_recipe_paper_runs_pair_with_their_own_baseline_and_with_the_project_recipe(tmp_path):
@@ -85,16 +88,25 @@ def test_recipe_paper_runs_pair_with_their_own_baseline_and_with_the_project_rec
                 folder = tmp_path / recipe / f"{mode}{draw}"
                 write_run(folder, mode, 4, draw, acc, *curves, 10)
                 launched_with(folder, recipe)
-    table = claims.claims([tmp_path / "project", tmp_path / "paper"])
+    # One switch set back to the project's, on draw 0 only (the study's ablation).
+    write_run(tmp_path / "paper" / "pace0_step", "pace", 4, 0, 0.66, *curves, 10)
+    launched_with(tmp_path / "paper" / "pace0_step", "paper", lr_schedule="step")
+    folders = [tmp_path / "project", tmp_path / "paper"]
+    table = claims.claims(folders)
+    # The ablation run has no baseline of its own recipe: it is not in the claims.
     assert set(table) == {(4, "pace σ=1.0 λ=0.5"), (4, "pace σ=1.0 λ=0.5 · recipe=paper")}
     # Each recipe's PACE against the baseline of its own recipe, never the other's.
     assert table[4, "pace σ=1.0 λ=0.5"]["accuracy gain (points)"][0] == pytest.approx(5.0)
     assert table[4, "pace σ=1.0 λ=0.5 · recipe=paper"]["accuracy gain (points)"][
         0
     ] == pytest.approx(8.5)
-    effect = claims.recipe_effect([tmp_path / "project", tmp_path / "paper"])
-    name = "accuracy gain of recipe=paper over project (points)"
-    assert effect[4, "baseline"][name][:1] == (pytest.approx(-10.0),)
-    mean, se, n = effect[4, "pace σ=1.0 λ=0.5"][name]
+    effect = claims.recipe_effect(folders)
+    name = "accuracy gain over recipe=project (points)"
+    assert effect[4, "baseline · recipe=paper"][name][:1] == (pytest.approx(-10.0),)
+    mean, se, n = effect[4, "pace σ=1.0 λ=0.5 · recipe=paper"][name]
     assert (mean, se, n) == (pytest.approx(-6.5), pytest.approx(0.5), 2)
+    # The ablation pairs with the project's PACE on its draw, and is never averaged with
+    # recipe=paper's own runs.
+    ablation = effect[4, "pace σ=1.0 λ=0.5 · recipe=paper recipe.lr_schedule=step"][name]
+    assert ablation[0] == pytest.approx(1.0) and ablation[2] == 1
     assert claims.recipe_effect([tmp_path / "project"]) == {}  # nothing to pair

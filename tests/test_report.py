@@ -182,3 +182,35 @@ def test_pace_only_keys_do_not_label_the_baseline():
     assert labels[baseline] == "baseline"
     assert labels[pace] == "PACE σ=1.5 λ=1.0 pace.noise_shape=channel"  # differs among PACE rows
     assert labels[token] == "PACE σ=1.5 λ=1.0 pace.noise_shape=token"
+
+
+def test_rows_name_their_recipe_and_any_switch_set_apart_from_it(tmp_path, capsys):
+    def run(name, recipe, acc, mirrors=None, **switches):
+        preset = OmegaConf.to_container(OmegaConf.load(f"conf/recipe/{recipe}.yaml"))
+        switches = preset | switches
+        # What src.train records: the switches, and the keys that copy them (resolved).
+        copies = {"data__drop_last": switches["drop_last"],
+                  "optim__decay_1d": switches["decay_1d"],
+                  "pace__drop_path_scale": switches["drop_path_scale"]}  # fmt: skip
+        copies |= mirrors or {}
+        write_run(tmp_path / name, "toy", {"test/acc": acc}, recipe=switches, **copies)
+
+    run("project", "project", 0.60)
+    run("paper", "paper", 0.50)
+    run("paper_full_batches", "paper", 0.55, drop_last=False)
+    run("paper_drop_last_by_hand", "paper", 0.45, mirrors={"data__drop_last": False})
+    main([str(tmp_path)])
+    out = capsys.readouterr().out
+    labels = [line.split(" | ")[0].lstrip("| ") for line in out.splitlines()
+              if line.startswith("| PACE")]  # fmt: skip
+    cells = {label: row(out, label)[1] for label in labels}
+    # A copy set apart from its switch is a deviation of its own, said on every row as for a
+    # task recipe's value ("recipe": as the recipe sets it).
+    assert set(cells) == {
+        "PACE σ=1.2 λ=1.0 data.drop_last=recipe recipe=project",
+        "PACE σ=1.2 λ=1.0 data.drop_last=recipe recipe=paper",
+        "PACE σ=1.2 λ=1.0 data.drop_last=recipe recipe=paper recipe.drop_last=False",
+        "PACE σ=1.2 λ=1.0 data.drop_last=False recipe=paper",
+    }
+    label = "PACE σ=1.2 λ=1.0 data.drop_last=recipe recipe=paper recipe.drop_last=False"
+    assert cells[label] == "55.00"

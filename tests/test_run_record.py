@@ -8,6 +8,7 @@ import re
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from src.data import VTABDataModule
 from src.data.synthetic import write_vtab_task
@@ -55,3 +56,35 @@ def test_provenance_names_commit_packages_and_hardware():
     assert record["hardware"]["cpu_count"] == os.cpu_count()
     assert record["hardware"]["gpu_count"] == torch.cuda.device_count()
     assert record["hardware"]["cpu"]
+
+
+def test_a_resumed_run_keeps_every_epoch_row_once(tmp_path):
+    """Resume from the last.ckpt a finished fit saved at its last epoch's end: Lightning restores
+    the epoch after on_fit_start and replays that epoch's end, which must neither drop the rows
+    written before nor add an empty one."""
+    write_vtab_task(tmp_path, "toy", num_classes=4, n_train=16, n_val=8, n_test=8)
+    path = tmp_path / "run" / "summary.csv"
+
+    def fit(max_epochs, ckpt_path=None):
+        dm = VTABDataModule(str(tmp_path), "toy", protocol="tune", batch_size=8, num_workers=0,
+                            img_size=32, num_classes=4)  # fmt: skip
+        torch.manual_seed(0)
+        model = build_model(4, "vit_tiny_patch16_224", "lora_add", rank=2, img_size=32,
+                            timm_kwargs={"depth": 2})  # fmt: skip
+        module = FineTuner(model, build_regulariser(model, "none"), num_classes=4, lr=1e-2,
+                           warmup_epochs=0, grad_norm_every=0)  # fmt: skip
+        checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
+        trainer = L.Trainer(accelerator="cpu", max_epochs=max_epochs, logger=False,
+                            enable_progress_bar=False, enable_model_summary=False,
+                            limit_val_batches=0,
+                            callbacks=[EpochSummary(path), checkpoints])  # fmt: skip
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+
+    fit(2)
+    before = list(csv.DictReader(path.open()))
+    fit(4, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    rows = list(csv.DictReader(path.open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert rows[:2] == before  # the epochs trained before the stop, as they were written
+    assert [int(r["step"]) for r in rows] == [2, 4, 6, 8]
+    assert all(r["train/ce"] != "" and 0 < float(r["seconds"]) < 600 for r in rows)

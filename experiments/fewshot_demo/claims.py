@@ -107,17 +107,18 @@ def claims(folders: list[Path]) -> dict[tuple[int, str], dict[str, tuple[float, 
 
 
 def recipe_effect(folders: list[Path]) -> dict[tuple[int, str], dict[str, tuple]]:
-    """{(shots, method): {"test accuracy, recipe=paper − project (points)": (mean, se, pairs)}}:
-    each run under ``recipe=paper`` minus the same method, shots and draw under the project's."""
+    """{(shots, method · recipe): {"accuracy gain over recipe=project (points)": (mean, se,
+    pairs)}}: each run under another recipe (``paper``, or ``paper`` with one switch set back)
+    minus the same method, shots and draw under the project's."""
     by_key = final_runs(folders)
     measures: dict[tuple[int, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for (shots, recipe_name, draw, mode), run in by_key.items():
         project = by_key.get((shots, "project", draw, mode))
-        if recipe_name != "paper" or project is None:
+        if recipe_name == "project" or project is None:
             continue
         gain = run.scores()["acc"] - project.scores()["acc"]
-        name = "accuracy gain of recipe=paper over project (points)"
-        measures[shots, method_label(project, "project")][name].append(gain)
+        name = "accuracy gain over recipe=project (points)"
+        measures[shots, method_label(run, recipe_name)][name].append(gain)
     return summarise(measures)
 
 
@@ -134,11 +135,11 @@ def split_seed(run: Run) -> int:
 
 
 def recipe(run: Run) -> str:
-    """The ``recipe=`` option the run was launched with (Hydra's record of its choices)."""
-    hydra_yaml = run.folder / ".hydra" / "hydra.yaml"
-    if not hydra_yaml.exists():
-        return "project"
-    return str(OmegaConf.load(hydra_yaml).hydra.runtime.choices.get("recipe", "project"))
+    """The run's training recipe as src.report names it: ``paper``, or ``paper
+    recipe.drop_last=False`` for a preset with a switch set apart (runs from before the recipe
+    group trained with what is now the project's)."""
+    switches = sorted(f"{k}={v}" for k, v in run.config.items() if k.startswith("recipe."))
+    return " ".join([str(run.config.get("recipe", "project")), *switches])
 
 
 def markdown(table: dict) -> str:
