@@ -2,7 +2,8 @@
 # Run the lines of a job file ("<run-name> <src.train overrides…>", one run a line) two at a
 # time, one torch thread each: on 2 cores that beats one run with two threads. Each run goes to
 # <out>/<run-name>/ (its log beside it); a finished run is skipped and an interrupted one resumes
-# from its last checkpoint, so the same command continues a stopped queue.
+# from its last checkpoint, so the same command continues a stopped queue (and, once every run
+# has finished, starts nothing).
 #   tools/queue.sh EXPERIMENT JOBS_FILE OUT_DIR       e.g.
 #   tools/queue.sh demo experiments/demo/tune.jobs logs/demo/tune
 set -euo pipefail
@@ -12,7 +13,7 @@ mkdir -p "$out"
 grep -v '^\s*#' "$jobs_file" | grep . | while read -r name overrides; do
   [ -f "$out/$name/results.json" ] && continue   # finished earlier: keep it
   echo "$name $overrides"
-done | xargs -P "$parallel" -L 1 bash -c '
+done | xargs -r -P "$parallel" -L 1 bash -c '
   name=$0
   # flock: a job already running (another queue, an earlier call) is skipped, not started twice.
   exec 9>'"$out"'/$name.lock

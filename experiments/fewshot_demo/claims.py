@@ -149,11 +149,12 @@ def markdown(table: dict) -> str:
         cells = []
         for name in names:
             mean, se, n = by_name[name]
+            spread = f" ± {se:.2f}" if n > 1 else ""  # one pair has no standard error
             if name == "baseline fitting epochs":
                 cells.append(f"{mean:.0f}")
             else:
-                cells.append(f"{mean:+.2f} ± {se:.2f} (n={n})" if "gain" in name
-                             else f"{mean:.2f} ± {se:.2f}")  # fmt: skip
+                cells.append(f"{mean:+.2f}{spread} (n={n})" if "gain" in name
+                             else f"{mean:.2f}{spread}")  # fmt: skip
         lines.append(f"| {shots} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
