@@ -117,26 +117,49 @@ class RequeueSignalInStages(Callback):
 
 
 class SameDataOrderOnResume(Callback):
-    """Makes a resumed run draw its shuffles from the same random numbers as an uninterrupted one
-    when the training DataLoader keeps its workers between epochs.
+    """Makes a resumed run draw its shuffles, augmentations and noise from the same random numbers
+    as an uninterrupted one. Two ways a resume would otherwise draw out of step:
 
-    Creating a DataLoader iterator draws one number from torch's global generator (the workers'
-    base seed). With persistent workers an uninterrupted run creates the iterator once, in its
-    first epoch; a resumed run creates it in the epoch it resumes, one draw more than the
-    uninterrupted run made there, so every later shuffle (and noise draw) differs. Drawing that
-    number at the start of every later epoch makes both runs draw in step: checkpoints restore
-    the generator's state, and each epoch then consumes the same numbers in the same order.
+    - Persistent workers. Creating a DataLoader iterator draws one number from torch's global
+      generator (the workers' base seed). An uninterrupted run with persistent workers creates
+      its iterator once, in its first epoch; a resumed run creates it in the epoch it resumes,
+      one draw more than the uninterrupted run made there. Drawing that number at the start of
+      every later epoch makes both runs draw in step.
+    - A checkpoint saved at an epoch's end (``ModelCheckpoint`` saves there when validation does
+      not run every epoch). Lightning resumes by replaying that epoch: it creates the training
+      iterator — drawing the loader's and the sampler's seeds — finds the epoch done and calls
+      ``on_train_epoch_end`` again (without an epoch start or a batch before it), so the next
+      epoch starts from a generator that has moved on. Restoring the checkpoint's random states
+      at the replayed end undoes those draws.
     """
 
     def __init__(self):
         self._epochs_started = 0
+        self._rng_states: dict | None = None  # the checkpoint's, until the first epoch starts
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self._rng_states = checkpoint.get("rng_states")
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         import torch
 
+        self._rng_states = None
         loader = getattr(trainer.fit_loop, "_combined_loader", None)
         loaders = loader.flattened if loader is not None else []
         persistent = any(getattr(dl, "persistent_workers", False) for dl in loaders)
         if persistent and self._epochs_started > 0:
             torch.empty((), dtype=torch.int64).random_()  # as DataLoader's iterator would
         self._epochs_started += 1
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._rng_states = None  # a run resumed mid-epoch trains on: nothing to undo
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # The checkpoint's states still held here: this process has started no epoch and trained
+        # no batch, so this end is Lightning's replay of the epoch the checkpoint closed.
+        if self._rng_states is not None:
+            from src.rng import restore_rng_states
+
+            restore_rng_states(self._rng_states)
+            self._rng_states = None
+            self._epochs_started += 1  # the replayed epoch counts as one this process started

@@ -146,3 +146,28 @@ def test_the_stop_message_names_the_newest_checkpoint(tmp_path):
     assert what_was_saved(tmp_path, 3).startswith(f"{requeue} was saved for SLURM's requeue")
     os.utime(last, (3000, 3000))  # an epoch ended after it: last.ckpt is the newer again
     assert what_was_saved(tmp_path, 4) == f"{last} holds the end of epoch 4"
+
+
+def test_a_resume_from_an_epoch_end_checkpoint_is_bit_identical(tmp_path):
+    """Validating every 2nd epoch makes ModelCheckpoint save at the training epoch's end, and
+    Lightning then resumes by replaying that epoch's end after building its data iterator (which
+    draws random seeds): the resumed run must still end where the uninterrupted one does."""
+    data = tmp_path / "data"
+    write_vtab_task(data, "toy", num_classes=4, n_train=48, n_val=16, n_test=16, img_size=32)
+    args = [*base_args(data), "trainer.check_val_every_n_epoch=2"]
+    straight = launch([*args, f"hydra.run.dir={tmp_path / 'straight'}"])
+    out, err = straight.communicate(timeout=900)
+    assert straight.returncode == 0, err[-3000:]
+    proc = launch([*args, f"hydra.run.dir={tmp_path / 'stopped'}"])
+    for line in proc.stdout:
+        if line.startswith("epoch 3/4"):  # epoch001.ckpt (a validating epoch's end) is saved
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.communicate(timeout=900)
+    resumed = launch([*args, f"hydra.run.dir={tmp_path / 'stopped'}", "ckpt_path=last"])
+    out, err = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, err[-3000:]
+    a = load_file(tmp_path / "straight" / "adapter.safetensors")
+    b = load_file(tmp_path / "stopped" / "adapter.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
