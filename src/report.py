@@ -194,11 +194,11 @@ def fold_recipe(flat: dict) -> dict:
         recipe_presets().items(),
         key=lambda item: sum(switches.get(k) == v for k, v in item[1].items()),
     )
+    mirrors = recipe_mirrors()
     kept = {
         k: v
         for k, v in flat.items()
-        if not k.startswith("recipe.")
-        and not (k in recipe_mirrors() and flat.get(recipe_mirrors()[k]) == v)
+        if not k.startswith("recipe.") and not (k in mirrors and flat.get(mirrors[k]) == v)
     }
     return kept | {"recipe": name} | {k: v for k, v in switches.items() if preset.get(k) != v}
 

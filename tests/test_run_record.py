@@ -18,15 +18,21 @@ from src.pace import build_regulariser
 from src.run_record import EpochSummary, provenance
 
 
-def test_summary_has_one_row_per_epoch_with_lr_seconds_and_metrics(tmp_path):
-    write_vtab_task(tmp_path, "toy", num_classes=4, n_train=16, n_val=8, n_test=8)
-    dm = VTABDataModule(str(tmp_path), "toy", protocol="tune", batch_size=8, num_workers=0,
-                        img_size=32, num_classes=4)
+def tiny_fit(data_root, mode, **pace):
+    """The datamodule and a 2-block tiny ViT with LoRA for the toy task under ``data_root``."""
+    dm = VTABDataModule(str(data_root), "toy", protocol="tune", batch_size=8, num_workers=0,
+                        img_size=32, num_classes=4)  # fmt: skip
     torch.manual_seed(0)
     model = build_model(4, "vit_tiny_patch16_224", "lora_add", rank=2, img_size=32,
-                        timm_kwargs={"depth": 2})
-    module = FineTuner(model, build_regulariser(model, "pace", sigma=0.5, lam=1.0), num_classes=4,
-                       lr=1e-2, warmup_epochs=0, grad_norm_every=0)
+                        timm_kwargs={"depth": 2})  # fmt: skip
+    module = FineTuner(model, build_regulariser(model, mode, **pace), num_classes=4, lr=1e-2,
+                       warmup_epochs=0, grad_norm_every=0)  # fmt: skip
+    return dm, module
+
+
+def test_summary_has_one_row_per_epoch_with_lr_seconds_and_metrics(tmp_path):
+    write_vtab_task(tmp_path, "toy", num_classes=4, n_train=16, n_val=8, n_test=8)
+    dm, module = tiny_fit(tmp_path, "pace", sigma=0.5, lam=1.0)
     path = tmp_path / "run" / "summary.csv"
     trainer = L.Trainer(accelerator="cpu", max_epochs=3, check_val_every_n_epoch=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
@@ -66,13 +72,7 @@ def test_a_resumed_run_keeps_every_epoch_row_once(tmp_path):
     path = tmp_path / "run" / "summary.csv"
 
     def fit(max_epochs, ckpt_path=None):
-        dm = VTABDataModule(str(tmp_path), "toy", protocol="tune", batch_size=8, num_workers=0,
-                            img_size=32, num_classes=4)  # fmt: skip
-        torch.manual_seed(0)
-        model = build_model(4, "vit_tiny_patch16_224", "lora_add", rank=2, img_size=32,
-                            timm_kwargs={"depth": 2})  # fmt: skip
-        module = FineTuner(model, build_regulariser(model, "none"), num_classes=4, lr=1e-2,
-                           warmup_epochs=0, grad_norm_every=0)  # fmt: skip
+        dm, module = tiny_fit(tmp_path, "none")
         checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
         trainer = L.Trainer(accelerator="cpu", max_epochs=max_epochs, logger=False,
                             enable_progress_bar=False, enable_model_summary=False,
