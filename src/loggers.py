@@ -36,8 +36,10 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
     return flatten(tree)
 
 
-def log_run_config(loggers, cfg: DictConfig) -> None:
-    """Send :func:`run_config` to every logger (W&B run config, TensorBoard hparams, CSV)."""
-    config = run_config(cfg)
+def log_run_config(loggers, cfg: DictConfig, resolved: dict[str, Any] | None = None) -> None:
+    """Send :func:`run_config` to every logger (W&B run config, TensorBoard hparams, CSV), with
+    ``resolved``: what the config only names, as found at start (e.g. the weights' source and
+    sha256, ``backbone.weights_source``)."""
+    config = run_config(cfg) | (resolved or {})
     for logger in loggers:
         logger.log_hyperparams(config)

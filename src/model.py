@@ -13,6 +13,7 @@ from torch import nn
 
 from src.adapters import AdapterConfig, branch_modules, inject, restore_selection
 from src.backbones import build_backbone
+from src.backbones.sources import RANDOM, WeightsSource
 from src.errors import UserError
 from src.fingerprint import frozen_fingerprint
 
@@ -23,7 +24,7 @@ def build_model(
     num_classes: int,
     backbone_name: str,
     adapter: str | Mapping | AdapterConfig,
-    weights: str | None = None,
+    weights: str | WeightsSource | None = RANDOM,
     img_size: int | None = None,
     drop_path: float = 0.0,
     timm_kwargs: Mapping | None = None,

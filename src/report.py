@@ -46,6 +46,7 @@ from src.data.tables import (
 )
 from src.errors import UserError
 from src.loggers import flatten as flatten_config
+from src.paper_setup import task_recipe
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -67,6 +68,7 @@ NOT_CONFIG = (
     "ckpt_path",
     "tags",
     "task_name",
+    "paper_setup",  # a label: the departures it finds are config keys of their own
     "train",
     "test",
     "optimized_metric",
@@ -152,10 +154,23 @@ def _config_of(folder: Path, results: dict) -> dict:
                  "sigma": "pace.sigma", "lam": "pace.lam", "adapter": "adapter.name",
                  "rank": "adapter.rank", "lr": "optim.lr", "backbone": "backbone.name"}  # fmt: skip
         flat = {key: results[field] for field, key in names.items() if field in results}
+    flat["backbone.weights"] = weights_identity(flat.get("backbone.weights"), results)
     if flat.get("pace.mode") == "none":  # σ, λ do nothing without PACE
         unused = ("sigma", "lam", "pace.sigma", "pace.lam")
         flat = {k: v for k, v in flat.items() if k not in unused}
     return fold_recipe({k: v for k, v in flat.items() if not _ignored(k)})
+
+
+def weights_identity(configured, results: dict) -> str:
+    """Which weights the run started from, as results.json records it (the tag, or the file's
+    content: two copies of one file are the same weights, two files under one name are not).
+    Runs written before it was recorded: what their config said, where null meant random."""
+    recorded = (results.get("weights") or {}).get("source")
+    if recorded:
+        return recorded
+    if configured is None or configured == "random":
+        return "random"
+    return configured if configured == "hub" or ":" in str(configured) else f"file:{configured}"
 
 
 @functools.cache
@@ -220,27 +235,10 @@ def load_runs(folders: list[Path]) -> list[Run]:
 
 
 # ------------------------------------------------------------------------------ recipes
-def _recipe(benchmark: str, task: str) -> dict:
-    """What conf/task/<benchmark>_<task>.yaml sets, as flat config keys."""
-    path = CONF / "task" / f"{benchmark}_{task}.yaml"
-    if not path.is_file():
-        return {}
-    tree = OmegaConf.to_container(OmegaConf.load(path))
-    flat = {}
-    for entry in tree.pop("defaults", []):
-        for key, value in entry.items():
-            if key.startswith("override /") and key != "override /data":
-                flat[f"{key.removeprefix('override /')}.name"] = value
-    flat |= flatten(tree)
-    if "paper_rank" in flat:  # the paper's adapters read their rank from it
-        flat["adapter.rank"] = flat["paper_rank"]
-    return flat
-
-
 def row_key(run: Run) -> tuple:
     """The run's configuration without what a column stands for: the task, and the values the
     task's paper recipe set (a deviation from the recipe stays part of the row)."""
-    recipe = _recipe(run.benchmark, run.task)
+    recipe = task_recipe(run.benchmark, run.task)
     return tuple(
         sorted(
             (k, v)

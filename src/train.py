@@ -55,7 +55,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_finetuner(cfg: DictConfig, num_classes: int) -> FineTuner:
+def build_finetuner(cfg: DictConfig, num_classes: int, weights=None) -> FineTuner:
+    """The model and its training objective; ``weights``: the resolved ``backbone.weights``
+    (:func:`src.backbones.sources.resolve_weights`), resolved here when not given."""
     from src.model import build_model
     from src.module import FineTuner
     from src.pace import build_regulariser
@@ -64,7 +66,7 @@ def build_finetuner(cfg: DictConfig, num_classes: int) -> FineTuner:
         num_classes,
         backbone_name=cfg.backbone.name,
         adapter=cfg.adapter,
-        weights=cfg.backbone.weights,
+        weights=weights if weights is not None else cfg.backbone.weights,
         img_size=cfg.backbone.img_size,
         drop_path=cfg.backbone.drop_path,
         timm_kwargs=cfg.backbone.get("kwargs"),
@@ -110,8 +112,9 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     output_dir = launch.folder
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
+    weights, origin = state_origin(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
-    finetuner = build_finetuner(cfg, datamodule.num_classes)
+    finetuner = build_finetuner(cfg, datamodule.num_classes, weights)
     say(  # describe() reads every split's list file: bad data stops the launch here
         f"{datamodule.describe()}; "
         f"pace={cfg.pace.mode} sigma={cfg.pace.sigma} lam={cfg.pace.lam} adapter={cfg.adapter.name}"
@@ -134,7 +137,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
             SameDataOrderOnResume(),
         ],
     )
-    log_run_config(trainer.loggers, cfg)
+    log_run_config(trainer.loggers, cfg, origin_hyperparameters(origin))
 
     metrics: dict[str, float] = {}
     started = time.perf_counter()
@@ -144,7 +147,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
         try:
             fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir)
         except RunDiverged as diverged:
-            record_divergence(cfg, datamodule, diverged, output_dir)
+            record_divergence(cfg, datamodule, diverged, output_dir, origin)
         drop_requeue_checkpoints(trainer, output_dir)
         # A resume after the last epoch's checkpoint fits nothing: its metrics come from there.
         metrics.update(finetuner.restored_metrics)
@@ -160,7 +163,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
         metrics.update(to_float_dict(trainer.callback_metrics))
 
     summary = {
-        **run_identity(cfg, datamodule, "finished"),
+        **run_identity(cfg, datamodule, "finished", origin),
         "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
         "peak_rss_mb": _peak_rss_mb(),
@@ -175,9 +178,36 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     return metrics
 
 
-def run_identity(cfg: DictConfig, datamodule, status: str) -> dict:
+def state_origin(cfg: DictConfig):
+    """The backbone's weights, found (or a one-line error), and what results.json and the loggers
+    record about where the run starts from: the weights and the departures from the paper's
+    setup. Both are said at the terminal once."""
+    from src.backbones.sources import resolve_weights
+    from src.paper_setup import departure_line, departures
+
+    weights = resolve_weights(cfg.backbone.name, cfg.backbone.weights)
+    say(f"backbone weights: {weights.describe()}")
+    record = weights.record()
+    found = departures(cfg, record["source"], record["file"])
+    if found is not None:
+        say(departure_line(cfg, found))
+    return weights, {"weights": record, "paper_departures": found}
+
+
+def origin_hyperparameters(origin: dict) -> dict:
+    """The loggers' view of :func:`state_origin`: flat values W&B and TensorBoard can show."""
+    found = origin["paper_departures"]
+    return {
+        "backbone.weights_source": origin["weights"]["source"],
+        "backbone.weights_sha256": origin["weights"]["sha256"],
+        "paper_departures": None if found is None else "; ".join(d["key"] for d in found),
+    }
+
+
+def run_identity(cfg: DictConfig, datamodule, status: str, origin: dict) -> dict:
     """What results.json says about which run this is (finished or not)."""
     return {
+        **origin,
         "status": status,
         "task": datamodule.task,
         "protocol": datamodule.protocol,
@@ -192,7 +222,9 @@ def run_identity(cfg: DictConfig, datamodule, status: str) -> dict:
     }
 
 
-def record_divergence(cfg: DictConfig, datamodule, diverged: RunDiverged, output_dir: Path):
+def record_divergence(
+    cfg: DictConfig, datamodule, diverged: RunDiverged, output_dir: Path, origin: dict
+):
     """results.json says the run diverged (no weights are saved); one line says what to do."""
     from src.run_folder import choose_good_checkpoint
 
@@ -200,7 +232,7 @@ def record_divergence(cfg: DictConfig, datamodule, diverged: RunDiverged, output
     write_json(
         output_dir / "results.json",
         {
-            **run_identity(cfg, datamodule, "diverged"),
+            **run_identity(cfg, datamodule, "diverged", origin),
             "diverged": {"reason": str(diverged), "step": diverged.step, "epoch": diverged.epoch},
             "last_good_checkpoint": good,
             "metrics": {},

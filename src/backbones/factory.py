@@ -9,12 +9,12 @@ import timm
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from src.backbones.weights import SUPPORTED_EXTS, check_weights_path, load_weights
+from src.backbones.sources import RANDOM, WeightsSource, resolve_weights
+from src.backbones.weights import load_weights
 from src.errors import UserError, check_choice
 
 log = logging.getLogger(__name__)
 
-HUB = "hub"
 HEAD_INITS = ("trunc_normal", "torch_default")
 # Transformer families offered as "did you mean" suggestions for a mistyped backbone.name.
 _FAMILIES = ["*vit*", "*deit*", "swin*", "beit*", "eva*"]
@@ -25,21 +25,22 @@ def build_backbone(
     num_classes: int,
     img_size: int | None = None,
     drop_path: float = 0.0,
-    weights: str | None = None,
+    weights: str | WeightsSource | None = RANDOM,
     head_init: str = "trunc_normal",
     **timm_kwargs,
 ) -> nn.Module:
     """Create timm model ``name`` with a new ``num_classes`` head initialised by ``head_init``.
 
-    ``weights``: None -> random init; ``"hub"`` -> timm's pretrained weights (needs the network or
-    a filled Hugging Face cache); anything else -> a local .npz/.safetensors/.pth file.
+    ``weights``: what ``backbone.weights`` says (``random``, ``timm:<arch>.<tag>``, ``hub``, a
+    .npz/.safetensors/.pth file; see :mod:`src.backbones.sources`) or its resolved
+    :class:`WeightsSource`; None (a config's null) is refused.
     ``head_init``: see :func:`reset_head`.
     Extra ``timm_kwargs`` (e.g. ``depth=2`` for a toy ViT) go straight to ``timm.create_model``.
     """
     _check_name(name)
     check_choice("recipe.head_init", head_init, HEAD_INITS)
-    # Validate a local file before building: building ViT-B takes a while, a typo should not.
-    path = check_weights_path(weights) if weights is not None and weights != HUB else None
+    # Resolve (and find the file) before building: building ViT-B takes a while, a typo should not.
+    source = weights if isinstance(weights, WeightsSource) else resolve_weights(name, weights)
 
     # timm needs plain containers: a ListConfig for Swin's `depths` breaks torch.split inside it.
     plain = {
@@ -49,16 +50,16 @@ def build_backbone(
     kwargs = dict(plain, num_classes=num_classes, drop_path_rate=drop_path)
     if img_size is not None:
         kwargs["img_size"] = img_size
-    model = _create(name, pretrained=weights == HUB, **kwargs)
+    model = _create(name, **kwargs)
 
-    if path is not None:
-        load_weights(model, path)
+    if source.path is not None:
+        load_weights(model, source.path)
     reset_head(model, num_classes, head_init)
     log.info(
         "built %s (%.2fM parameters, weights: %s)",
         name,
         sum(p.numel() for p in model.parameters()) / 1e6,
-        weights or "random init",
+        source.identity,
     )
     return model
 
@@ -105,30 +106,16 @@ def close_model_names(arch: str, n: int = 5) -> list[str]:
     return [c for (best, _), c in scored if best >= 0.6][:n]
 
 
-def _create(name: str, pretrained: bool, **kwargs) -> nn.Module:
+def _create(name: str, **kwargs) -> nn.Module:
+    # Never timm's own download: weights come from the file resolve_weights found, loaded strictly.
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
-    except OSError as e:
-        # huggingface_hub (LocalEntryNotFoundError, OfflineModeIsEnabled, HTTP errors) and
-        # urllib (URLError) both raise OSError subclasses when a download is impossible.
-        raise UserError(
-            f"cannot load pretrained weights for '{name}': the hub is unreachable and the file is "
-            f"not cached ({type(e).__name__}); pass a local file via "
-            f"backbone.weights=/path/to/file.{{{','.join(x.lstrip('.') for x in SUPPORTED_EXTS)}}}"
-        ) from e
+        return timm.create_model(name, pretrained=False, **kwargs)
     except RuntimeError as e:
-        msg = str(e)
-        if "Invalid pretrained tag" in msg:
-            arch = name.split(".", 1)[0]
-            tags = timm.list_pretrained(f"{arch}.*")[:8]
+        if "Invalid pretrained tag" in str(e):
+            tags = timm.list_pretrained(f"{name.split('.', 1)[0]}.*")[:8]
             raise UserError(
                 f"unknown pretrained tag in backbone.name '{name}'; available: "
                 f"{', '.join(tags) or 'none (use the bare name)'}"
-            ) from e
-        if "No pretrained weights exist" in msg:
-            raise UserError(
-                f"timm has no pretrained weights for '{name}'; pass a local file via "
-                "backbone.weights=/path/to/file or use backbone.weights=null"
             ) from e
         raise
     except TypeError as e:
@@ -139,4 +126,4 @@ def _create(name: str, pretrained: bool, **kwargs) -> nn.Module:
         raise
 
 
-__all__ = ["build_backbone", "reset_head", "HUB"]
+__all__ = ["build_backbone", "reset_head"]
