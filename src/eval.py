@@ -43,6 +43,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         given = {k: v for k, v in OmegaConf.to_container(cfg.data).items() if v is not None}
         run_cfg.data = OmegaConf.merge(run_cfg.data, given)
         run_cfg.pace.mode = "none"  # evaluation never perturbs; the merged weights are tested
+        if run_cfg.backbone.get("weights", None) is None:
+            # Written before the weights had to be named, when null meant random init (the
+            # frozen backbone's fingerprint still checks that the rebuilt one is the same).
+            run_cfg.backbone.weights = "random"
     if run_cfg.get("seed") is not None:
         L.seed_everything(run_cfg.seed)
     datamodule = hydra.utils.instantiate(run_cfg.data)

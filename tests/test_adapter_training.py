@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_SWIN = (
     "backbone=swin_base_patch4",
     "backbone.name=swin_tiny_patch4_window7_224",
+    "backbone.weights=random",
     "backbone.kwargs={depths:[1,1,2,1],embed_dim:24,num_heads:[1,1,1,1],window_size:2}",
     "backbone.drop_path=0.0",
     "data.img_size=32",

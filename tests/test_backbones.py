@@ -2,6 +2,7 @@
 
 import argparse
 import fractions
+import hashlib
 import logging
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from src.backbones import build_backbone, load_weights
+from src.backbones.sources import resolve_weights
 from src.errors import UserError
 
 NAME = "vit_tiny_patch16_224"  # 12 blocks, width 192, 3 heads
@@ -262,19 +264,6 @@ def test_npz_not_google_layout(tmp_path):
         build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(path))
 
 
-def test_hub_offline(monkeypatch, tmp_path):
-    import huggingface_hub.constants
-
-    # huggingface_hub reads HF_HUB_OFFLINE at import time, so patch the parsed constant too.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(UserError, match="hub is unreachable") as e:
-        build_backbone(NAME, num_classes=3, img_size=SIZE, weights="hub")
-    assert "backbone.weights=/path/to/file." in str(e.value)
-
-
 def test_pth_with_pickled_object_refused(reference, tmp_path):
     path = tmp_path / "w.pth"
     torch.save({"state_dict": reference.state_dict(), "args": fractions.Fraction(1, 3)}, path)
@@ -310,3 +299,189 @@ def test_corrupt_files(tmp_path):
         (tmp_path / name).write_bytes(b"not a checkpoint at all")
         with pytest.raises(UserError, match="cannot read"):
             build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(tmp_path / name))
+
+
+# ------------------------------------------------------------------------- Google's .npz, by hand
+
+
+def _google_vit_arrays(depth=2, dim=192, heads=3, mlp=768, patch=16, grid=2, seed=0):
+    """Random arrays under the names and shapes of Google's ViT .npz (vit_jax / big_vision's
+    ViT-B_16.npz), independent of any model: the loader must map them, not a round trip."""
+    rng = np.random.default_rng(seed)
+
+    def a(*shape):
+        return rng.normal(0, 0.1, shape).astype(np.float32)
+
+    hd = dim // heads
+    out = {
+        "embedding/kernel": a(patch, patch, 3, dim),  # HWIO
+        "embedding/bias": a(dim),
+        "cls": a(1, 1, dim),
+        "Transformer/posembed_input/pos_embedding": a(1, 1 + grid * grid, dim),
+        "Transformer/encoder_norm/scale": a(dim),
+        "Transformer/encoder_norm/bias": a(dim),
+        "pre_logits/kernel": a(dim, dim),
+        "pre_logits/bias": a(dim),
+        "head/kernel": a(dim, 5),
+        "head/bias": a(5),
+    }
+    for i in range(depth):
+        g = f"Transformer/encoderblock_{i}/"
+        att = g + "MultiHeadDotProductAttention_1/"
+        for j in (0, 2):
+            out[f"{g}LayerNorm_{j}/scale"], out[f"{g}LayerNorm_{j}/bias"] = a(dim), a(dim)
+        for n in ("query", "key", "value"):
+            out[f"{att}{n}/kernel"], out[f"{att}{n}/bias"] = a(dim, heads, hd), a(heads, hd)
+        out[att + "out/kernel"], out[att + "out/bias"] = a(heads, hd, dim), a(dim)
+        for j, (n_in, n_out) in enumerate(((dim, mlp), (mlp, dim))):
+            dense = f"{g}MlpBlock_3/Dense_{j}/"
+            out[dense + "kernel"], out[dense + "bias"] = a(n_in, n_out), a(n_out)
+    return out
+
+
+def test_npz_arrays_land_where_google_meant_them(tmp_path):
+    arrays = _google_vit_arrays()
+    path = tmp_path / "ViT-B_16.npz"
+    np.savez(path, **arrays)
+    model = build_backbone(NAME, num_classes=3, img_size=SIZE, weights=str(path), depth=2).eval()
+    t = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    att = "Transformer/encoderblock_1/MultiHeadDotProductAttention_1/"
+    block = model.blocks[1]
+    # Dense kernels are [in, out]; attention kernels [in, heads, head_dim] / [heads, head_dim, out].
+    torch.testing.assert_close(block.attn.qkv.weight[:192], t[att + "query/kernel"].flatten(1).T)
+    torch.testing.assert_close(block.attn.qkv.weight[192:384], t[att + "key/kernel"].flatten(1).T)
+    torch.testing.assert_close(block.attn.qkv.bias[384:], t[att + "value/bias"].flatten())
+    torch.testing.assert_close(block.attn.proj.weight, t[att + "out/kernel"].flatten(0, 1).T)
+    mlp = "Transformer/encoderblock_1/MlpBlock_3/"
+    torch.testing.assert_close(block.mlp.fc1.weight, t[mlp + "Dense_0/kernel"].T)
+    ln2 = t["Transformer/encoderblock_1/LayerNorm_2/scale"]
+    torch.testing.assert_close(block.norm2.weight, ln2)
+
+    # The tokens entering block 0, computed from the arrays by hand: each 16x16 patch (row-major
+    # over the grid) times the HWIO kernel, plus bias; the class token first; plus positions.
+    x = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    patches = [x[0, :, 16 * i : 16 * i + 16, 16 * j : 16 * j + 16] for i in (0, 1) for j in (0, 1)]
+    kernel, bias = t["embedding/kernel"], t["embedding/bias"]
+    tokens = torch.stack([torch.einsum("chw,hwcd->d", p, kernel) + bias for p in patches])
+    by_hand = torch.cat([t["cls"][0], tokens]) + t["Transformer/posembed_input/pos_embedding"][0]
+    with torch.no_grad():
+        got = model._pos_embed(model.patch_embed(x))[0]
+    torch.testing.assert_close(got, by_hand, rtol=1e-5, atol=1e-5)
+    # ... and block 0's query projection of them, by hand: LayerNorm_0, then query/kernel.
+    ln = "Transformer/encoderblock_0/"
+    normed = torch.nn.functional.layer_norm(
+        by_hand, (192,), t[ln + "LayerNorm_0/scale"], t[ln + "LayerNorm_0/bias"], eps=1e-6
+    )
+    q_att = ln + "MultiHeadDotProductAttention_1/query/"
+    q = torch.einsum("td,dhk->thk", normed, t[q_att + "kernel"]) + t[q_att + "bias"]
+    with torch.no_grad():
+        got_q = model.blocks[0].attn.qkv(model.blocks[0].norm1(got))[:, :192]
+    torch.testing.assert_close(got_q, q.flatten(1), rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- named weights
+
+
+TAG = "vit_tiny_patch16_224.augreg_in21k"
+
+
+@pytest.fixture
+def hub_home(tmp_path, monkeypatch):
+    """An empty Hugging Face home, offline: nothing here may reach the network."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "hf"
+
+
+def _fake_hub_cache(home, tag, tensors, *, symlinked=True, ref=True):
+    """``tensors`` as model.safetensors of hub repo timm/<tag>, in huggingface_hub's cache layout
+    (blobs named by their sha256, snapshots linking to them, refs/main naming the snapshot)."""
+    repo = home / "hub" / f"models--timm--{tag}"
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / rev
+    snapshot.mkdir(parents=True)
+    staged = repo / "staged.safetensors"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(staged))
+    sha = hashlib.sha256(staged.read_bytes()).hexdigest()
+    if symlinked:
+        (repo / "blobs").mkdir()
+        staged.rename(repo / "blobs" / sha)
+        (snapshot / "model.safetensors").symlink_to(f"../../blobs/{sha}")
+    else:  # a cache copied without its links (rsync -L, a zip)
+        staged.rename(snapshot / "model.safetensors")
+    if ref:
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(rev)
+    return snapshot / "model.safetensors", sha
+
+
+@pytest.fixture(scope="module")
+def two_blocks():
+    torch.manual_seed(2)
+    model = build_backbone(NAME, num_classes=7, img_size=SIZE, depth=2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+@pytest.mark.parametrize("symlinked", [True, False])
+def test_tag_found_in_hub_cache_offline(hub_home, two_blocks, symlinked):
+    sd = {k: v for k, v in two_blocks.state_dict().items() if not k.startswith("head.")}
+    file, sha = _fake_hub_cache(hub_home, TAG, sd, symlinked=symlinked, ref=symlinked)
+    source = resolve_weights(NAME, f"timm:{TAG}")
+    assert source.path == file and source.revision == file.parent.name
+    assert source.record() == {"source": f"timm:{TAG}", "tag": TAG, "file": str(file),
+                               "sha256": sha, "revision": file.parent.name}  # fmt: skip
+    model = build_backbone(NAME, num_classes=3, img_size=SIZE, weights=f"timm:{TAG}", depth=2)
+    _assert_backbone_equal(model, two_blocks)
+
+
+def test_hub_means_timms_default_tag_not_any_cached_one(hub_home, two_blocks):
+    _fake_hub_cache(hub_home, TAG, two_blocks.state_dict())
+    # vit_tiny_patch16_224's default tag is the ImageNet-1k fine-tune, which is not cached.
+    with pytest.raises(UserError, match=r"timm:vit_tiny_patch16_224\.augreg_in21k_ft_in1k are not"):
+        resolve_weights(NAME, "hub")
+
+
+def test_paper_weights_offline_without_a_file_say_which_file(hub_home):
+    with pytest.raises(UserError) as e:
+        resolve_weights("vit_base_patch16_224", "timm:vit_base_patch16_224.orig_in21k")
+    msg = str(e.value)
+    assert "timm:vit_base_patch16_224.orig_in21k" in msg and "HF_HUB_OFFLINE" in msg
+    assert "backbone.weights=/path/ViT-B_16.npz" in msg and str(hub_home / "hub") in msg
+    assert "\n" not in msg
+    with pytest.raises(UserError, match="swin_base_patch4_window7_224_22k.pth"):
+        swin = "swin_base_patch4_window7_224"
+        resolve_weights(swin, f"timm:{swin}.ms_in22k")
+
+
+def test_unreachable_hub_is_the_same_error_at_once(hub_home, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    # A closed local port stands in for a machine without network: refused at once, no DNS.
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(UserError, match=r"127\.0\.0\.1:9 unreachable.*/path/ViT-B_16\.npz"):
+        resolve_weights("vit_base_patch16_224", "timm:vit_base_patch16_224.orig_in21k")
+
+
+def test_weights_must_be_named(hub_home):
+    with pytest.raises(UserError, match="backbone.weights is null.*random"):
+        build_backbone(NAME, num_classes=3, img_size=SIZE, weights=None)
+    with pytest.raises(UserError, match="is for swin_base_patch4_window7_224, but backbone.name"):
+        resolve_weights(NAME, "timm:swin_base_patch4_window7_224.ms_in22k")
+    with pytest.raises(UserError, match="unknown timm pretrained tag.*augreg_in21k"):
+        resolve_weights(NAME, "timm:vit_tiny_patch16_224.nope")
+    assert resolve_weights(NAME, "random").record()["source"] == "random"
+
+
+def test_file_identity_is_its_content(tmp_path, two_blocks):
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_file({k: v.contiguous() for k, v in two_blocks.state_dict().items()}, str(a))
+    b.write_bytes(a.read_bytes())
+    sa, sb = resolve_weights(NAME, str(a)), resolve_weights(NAME, str(b))
+    assert sa.sha256 == sb.sha256 == hashlib.sha256(a.read_bytes()).hexdigest()
+    assert sa.identity == f"file:a.safetensors@sha256:{sa.sha256[:16]}"

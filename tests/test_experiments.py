@@ -48,7 +48,7 @@ def test_experiment_runs_one_batch(compose_cfg, tmp_path, experiment):
     write(tmp_path / "data")
     cfg = compose_cfg(
         f"experiment={experiment}", "debug=fast", f"data.root={tmp_path / 'data'}",
-        *task_overrides, "data.img_size=112", "data.batch_size=4", "backbone.weights=null",
+        *task_overrides, "data.img_size=112", "data.batch_size=4", "backbone.weights=random",
         "+backbone.kwargs.depth=2", "callbacks.progress_bar=null", "trainer.accelerator=cpu",
         "trainer.enable_model_summary=false",
     )  # fmt: skip
@@ -57,3 +57,12 @@ def test_experiment_runs_one_batch(compose_cfg, tmp_path, experiment):
     assert test_acc and all(0.0 <= v <= 1.0 for v in test_acc)
     results = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
     assert results["backbone"] == cfg.backbone.name
+    assert results["weights"]["source"] == "random" and results["weights"]["sha256"] is None
+    # A paper experiment on random weights, a toy task at 112 px says so; the demos are no
+    # paper experiments and record nothing.
+    departed = {d["key"] for d in results["paper_departures"] or []}
+    if cfg.paper_setup:
+        assert {"backbone.weights", "data.img_size", "data.batch_size"} <= departed
+        assert ("data.task" in departed) == (benchmark_of(experiment) != "fgvc")  # fgvc: cub
+    else:
+        assert results["paper_departures"] is None
