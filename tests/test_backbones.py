@@ -3,7 +3,12 @@
 import argparse
 import fractions
 import hashlib
+import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +18,7 @@ from safetensors.torch import save_file
 
 from src.backbones import build_backbone, load_weights
 from src.backbones.sources import resolve_weights
+from src.data.synthetic import write_vtab_task
 from src.errors import UserError
 
 NAME = "vit_tiny_patch16_224"  # 12 blocks, width 192, 3 heads
@@ -485,3 +491,70 @@ def test_file_identity_is_its_content(tmp_path, two_blocks):
     sa, sb = resolve_weights(NAME, str(a)), resolve_weights(NAME, str(b))
     assert sa.sha256 == sb.sha256 == hashlib.sha256(a.read_bytes()).hexdigest()
     assert sa.identity == f"file:a.safetensors@sha256:{sa.sha256[:16]}"
+
+
+# ----------------------------------------------------------------------------- through a run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_paper_command_offline_without_weights_is_one_error_line(tmp_path):
+    write_vtab_task(tmp_path / "data", "toy", num_classes=4, n_train=4, n_val=4, n_test=4)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        env.pop(var, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.train", "experiment=vtab_pace", f"data.root={tmp_path}/data",
+         "data.task=toy", "data.num_classes=4", f"paths.log_dir={tmp_path}/logs"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    for fragment in ("timm:vit_base_patch16_224.orig_in21k", "backbone.weights=/path/ViT-B_16.npz"):
+        assert fragment in errors[0]
+    assert not list((tmp_path / "logs").rglob("results.json"))
+
+
+def test_runs_record_their_weights_and_the_report_keeps_them_apart(tmp_path, two_blocks):
+    from src.report import build_tables, load_runs
+    from src.train import train
+    from tests.conftest import compose_config
+
+    write_vtab_task(tmp_path / "data", "toy", num_classes=4, n_train=8, n_val=4, n_test=4)
+    npz = tmp_path / "ViT-B_16.npz"  # the paper's file name; a 2-block tiny ViT inside
+    _to_google_npz(two_blocks, npz)
+    results = {}
+    for weights in ("random", str(npz)):
+        out = tmp_path / "runs" / Path(weights).stem
+        cfg = compose_config(
+            ["experiment=vtab_pace", "backbone=vit_tiny_patch16", f"backbone.weights={weights}",
+             "+backbone.kwargs.depth=2", "data.img_size=32", f"data.root={tmp_path}/data",
+             "data.task=toy", "data.num_classes=4", "data.batch_size=8", "trainer.max_epochs=1",
+             "trainer=cpu", "callbacks.progress_bar=null", "trainer.enable_model_summary=false",
+             "extras.print_config=false"],
+            out,
+        )  # fmt: skip
+        train(cfg)
+        results[weights] = json.loads((out / "results.json").read_text())
+        hparams = next(out.rglob("hparams.yaml")).read_text()  # what every logger was told
+        assert f"backbone.weights_source: {results[weights]['weights']['source']}" in hparams
+
+    sha = hashlib.sha256(npz.read_bytes()).hexdigest()
+    nothing = dict.fromkeys(("tag", "file", "sha256", "revision"))
+    assert results["random"]["weights"] == {"source": "random", **nothing}
+    assert results[str(npz)]["weights"]["sha256"] == sha
+    assert results[str(npz)]["weights"]["source"] == f"file:ViT-B_16.npz@sha256:{sha[:16]}"
+    departed = {w: {d["key"]: d for d in r["paper_departures"]} for w, r in results.items()}
+    assert departed["random"]["backbone.weights"]["paper"].startswith("timm:vit_base_patch16_224")
+    assert "backbone.weights" not in departed[str(npz)]  # Google's file name: the paper's weights
+    for found in departed.values():
+        assert found["data.img_size"] == {"key": "data.img_size", "value": 32, "paper": 224}
+        assert found["trainer.max_epochs"]["paper"] == 300
+        assert {"backbone.name", "data.task"} <= set(found)
+
+    (table,), _ = build_tables(load_runs([tmp_path / "runs"]))
+    labels = [label for label, _ in table.rows]
+    assert len(labels) == 2
+    assert any("backbone.weights=random" in label for label in labels)
+    assert any(f"backbone.weights=file:ViT-B_16.npz@sha256:{sha[:16]}" in label for label in labels)

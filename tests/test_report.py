@@ -20,7 +20,7 @@ TARGETS = {
 
 
 def write_run(folder, task, metrics, seed=1, benchmark="vtab", protocol="final", epochs=300,
-              max_epochs=300, mode="pace", **config):
+              max_epochs=300, mode="pace", weights=None, **config):
     folder.mkdir(parents=True)
     tree = {
         "seed": seed,
@@ -41,6 +41,8 @@ def write_run(folder, task, metrics, seed=1, benchmark="vtab", protocol="final",
     OmegaConf.save(OmegaConf.create(tree), folder / "config.yaml")
     results = {"task": task, "protocol": protocol, "seed": seed, "epochs": epochs,
                "fit_seconds": 10.0, "metrics": metrics}
+    if weights is not None:  # what src.train records about the weights the run started from
+        results["weights"] = {"source": weights}
     (folder / "results.json").write_text(json.dumps(results))
 
 
@@ -214,3 +216,24 @@ def test_rows_name_their_recipe_and_any_switch_set_apart_from_it(tmp_path, capsy
     }
     label = "PACE σ=1.2 λ=1.0 data.drop_last=recipe recipe=paper recipe.drop_last=False"
     assert cells[label] == "55.00"
+
+
+def test_the_weights_a_run_started_from_are_part_of_its_row(tmp_path):
+    paper_file = "file:ViT-B_16.npz@sha256:0123456789abcdef"
+    # One file under two paths is one source; a run from before weights were recorded, whose
+    # config said null, started from random init like the one that says so.
+    write_run(tmp_path / "f1", "toy", {"test/acc": 0.8}, seed=1, weights=paper_file,
+              backbone__weights="/a/ViT-B_16.npz")
+    write_run(tmp_path / "f2", "toy", {"test/acc": 0.6}, seed=2, weights=paper_file,
+              backbone__weights="/b/ViT-B_16.npz")
+    write_run(tmp_path / "h", "toy", {"test/acc": 0.5}, seed=1, backbone__weights="hub",
+              weights="timm:vit_base_patch16_224.augreg2_in21k_ft_in1k")
+    write_run(tmp_path / "r1", "toy", {"test/acc": 0.2}, seed=1, backbone__weights=None)
+    write_run(tmp_path / "r2", "toy", {"test/acc": 0.4}, seed=2, backbone__weights="random",
+              weights="random")  # fmt: skip
+    (table,), _ = build_tables(load_runs([tmp_path]))
+    cells = {label: cells[1] for label, cells in table.rows}
+    assert len(cells) == 3, cells
+    by_weights = {label.split("backbone.weights=")[1].split()[0]: v for label, v in cells.items()}
+    assert by_weights == {paper_file: "70.00 ± 14.14", "random": "30.00 ± 14.14",
+                          "timm:vit_base_patch16_224.augreg2_in21k_ft_in1k": "50.00"}  # fmt: skip
