@@ -36,11 +36,16 @@ COMMON = {
     "trainer.limit_train_batches": None,
     "trainer.limit_test_batches": None,
 }
+# A tuple is a set of values the paper uses (one run per value).
 BENCHMARKS = {
     "vtab": ("VTAB-1k", {"trainer.max_epochs": 300, "data.crop": False}),
     "fgvc": ("FGVC", {"trainer.max_epochs": 100, "data.crop": True}),
-    "fewshot": ("few-shot", {"trainer.max_epochs": 100, "data.crop": True}),
-    "domain": ("domain-shift", {"trainer.max_epochs": 100, "data.crop": True}),
+    "fewshot": (
+        "few-shot",
+        {"trainer.max_epochs": 100, "data.crop": True, "data.shots": (1, 2, 4, 8, 16),
+         "data.split_seed": (0, 1, 2)},
+    ),  # fmt: skip
+    "domain": ("domain-shift", {"trainer.max_epochs": 100, "data.crop": True, "data.shots": 16}),
 }
 # What conf/task/<benchmark>_<task>.yaml sets that is the paper's per-task recipe.
 TASK_KEYS = ("adapter.name", "adapter.rank", "optim.lr", "optim.weight_decay")
@@ -114,7 +119,7 @@ def departure_line(cfg: DictConfig, found: list[dict]) -> str:
     name = BENCHMARKS[cfg.paper_setup][0]
     if not found:
         return f"paper setup: this run follows the paper's {name} setup (src/paper_setup.py)"
-    listed = "; ".join(f"{d['key']}={d['value']} (paper: {d['paper']})" for d in found)
+    listed = "; ".join(f"{d['key']}={d['value']} (paper: {_shown(d['paper'])})" for d in found)
     return (
         f"paper setup: this run departs from the paper's {name} setup in {len(found)} "
         f"setting(s): {listed}"
@@ -126,10 +131,16 @@ def _is_paper_weights(identity: str, file: str | None) -> bool:
 
 
 def _same(value, paper) -> bool:
+    if isinstance(paper, tuple):
+        return any(_same(value, one) for one in paper)
     if isinstance(paper, float) or isinstance(value, float):
         return isinstance(value, int | float) and paper is not None and abs(value - paper) <= 1e-12
     return value == paper
 
 
+def _shown(paper) -> str:
+    return " or ".join(map(str, paper)) if isinstance(paper, tuple | list) else str(paper)
+
+
 def _departure(key: str, value, paper) -> dict:
-    return {"key": key, "value": value, "paper": paper}
+    return {"key": key, "value": value, "paper": list(paper) if isinstance(paper, tuple) else paper}

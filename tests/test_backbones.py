@@ -516,7 +516,7 @@ def test_paper_command_offline_without_weights_is_one_error_line(tmp_path):
     assert not list((tmp_path / "logs").rglob("results.json"))
 
 
-def test_runs_record_their_weights_and_the_report_keeps_them_apart(tmp_path, two_blocks):
+def test_runs_record_their_weights_and_the_report_keeps_them_apart(tmp_path, two_blocks, capsys):
     from src.report import build_tables, load_runs
     from src.train import train
     from tests.conftest import compose_config
@@ -536,6 +536,8 @@ def test_runs_record_their_weights_and_the_report_keeps_them_apart(tmp_path, two
             out,
         )  # fmt: skip
         train(cfg)
+        said = [line for line in capsys.readouterr().err.splitlines() if "paper setup:" in line]
+        assert len(said) == 1 and "departs from the paper's VTAB-1k setup" in said[0]
         results[weights] = json.loads((out / "results.json").read_text())
         hparams = next(out.rglob("hparams.yaml")).read_text()  # what every logger was told
         assert f"backbone.weights_source: {results[weights]['weights']['source']}" in hparams
