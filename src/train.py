@@ -112,7 +112,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     output_dir = launch.folder
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-    weights, origin = state_origin(cfg)
+    weights, origin = weights_and_departures(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
     finetuner = build_finetuner(cfg, datamodule.num_classes, weights)
     say(  # describe() reads every split's list file: bad data stops the launch here
@@ -178,7 +178,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     return metrics
 
 
-def state_origin(cfg: DictConfig):
+def weights_and_departures(cfg: DictConfig):
     """The backbone's weights, found (or a one-line error), and what results.json and the loggers
     record about where the run starts from: the weights and the departures from the paper's
     setup. Both are said at the terminal once."""
@@ -195,7 +195,7 @@ def state_origin(cfg: DictConfig):
 
 
 def origin_hyperparameters(origin: dict) -> dict:
-    """The loggers' view of :func:`state_origin`: flat values W&B and TensorBoard can show."""
+    """The loggers' view of :func:`weights_and_departures`: flat values W&B and TensorBoard show."""
     found = origin["paper_departures"]
     return {
         "backbone.weights_source": origin["weights"]["source"],

@@ -57,6 +57,7 @@ def test_stable_user_keys_exist(compose_cfg):
         ), key
     assert cfg.data.protocol == "final"
     assert cfg.adapter.name == "lora_mul_vpt_add"
+    assert cfg.backbone.weights == "timm:vit_base_patch16_224.orig_in21k"  # the paper's, by name
 
 
 def test_top_level_sigma_and_lam_feed_pace(compose_cfg):

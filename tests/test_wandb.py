@@ -127,6 +127,7 @@ def test_offline_multirun_writes_one_run_per_job_with_config_and_history(tmp_pat
             "adapter.name": "lora_mul_vpt_add", "adapter.rank": 3, "data.task": "toy",
             "data.protocol": "final", "backbone.name": "vit_tiny_patch16_224",
             "optim.lr": 1e-3, "tags": ["wb", "test"],
+            "backbone.weights_source": "random", "backbone.weights_sha256": None,
         }  # fmt: skip
         assert {k: config.get(k) for k in expected} == expected
         result = json.loads((job / "results.json").read_text())
