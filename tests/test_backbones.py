@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -560,3 +561,25 @@ def test_runs_record_their_weights_and_the_report_keeps_them_apart(tmp_path, two
     assert len(labels) == 2
     assert any("backbone.weights=random" in label for label in labels)
     assert any(f"backbone.weights=file:ViT-B_16.npz@sha256:{sha[:16]}" in label for label in labels)
+
+
+def test_swin_in_microsofts_release_layout_loads(tmp_path):
+    # The offline error for Swin-B names Microsoft's swin_base_patch4_window7_224_22k.pth: its
+    # layout (stage downsampling at a stage's end, head.*, the buffers, under "model") must load.
+    tiny = dict(depths=[1, 1, 2, 1], embed_dim=24, num_heads=[1, 1, 1, 1], window_size=2)
+    name = "swin_tiny_patch4_window7_224"
+    torch.manual_seed(4)
+    ref = build_backbone(name, num_classes=5, img_size=SIZE, **tiny)
+    release = {}
+    for k, v in ref.state_dict().items():
+        k = re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m[1]) - 1}.downsample", k)
+        release[k.replace("head.fc.", "head.")] = v + 0.01  # not the init: a skipped tensor shows
+    release["layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(4, 4, dtype=torch.long)
+    path = tmp_path / "swin_base_patch4_window7_224_22k.pth"
+    torch.save({"model": release}, path)
+    model = build_backbone(name, num_classes=3, img_size=SIZE, weights=str(path), **tiny)
+    want = {k: v + 0.01 for k, v in _backbone_state(ref).items() if not k.startswith("head.")}
+    got = {k: v for k, v in _backbone_state(model).items() if not k.startswith("head.")}
+    assert got.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], msg=k)
