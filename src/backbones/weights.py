@@ -52,8 +52,8 @@ def check_weights_path(path: str | Path) -> Path:
         what = "is a directory, not a file" if p.is_dir() else "not found"
         raise UserError(
             f"backbone weights file {what}: {p} (set backbone.weights to an existing "
-            f"{'/'.join(SUPPORTED_EXTS)} file, 'hub' for timm's pretrained weights, "
-            "or null for random init)"
+            f"{'/'.join(SUPPORTED_EXTS)} file, a timm tag as timm:<arch>.<tag>, 'hub' for "
+            "timm's default tag, or random)"
         )
     if p.suffix.lower() not in SUPPORTED_EXTS:
         raise UserError(
