@@ -3,6 +3,7 @@
 docs/recipe.md is the table these tests hold the code to.
 """
 
+import math
 from pathlib import Path
 
 import lightning as L
@@ -316,18 +317,21 @@ def test_decayed_and_undecayed_parameter_sets(datamodule_factory, decay_1d):
 
 
 def official_epoch_lrs(lr, epochs, warmup, warmup_lr, min_lr):
-    """The official training loop's rates: timm's scheduler, step(ep) after each epoch."""
-    from timm.scheduler import CosineLRScheduler
+    """The official training loop's rates, computed from their definition (not from timm).
 
-    optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=lr)
-    scheduler = CosineLRScheduler(
-        optimizer, t_initial=epochs, warmup_t=warmup, warmup_lr_init=warmup_lr, lr_min=min_lr
-    )
-    lrs = []
-    for epoch in range(epochs):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        scheduler.step(epoch)
-    return lrs
+    The official loop builds timm's ``CosineLRScheduler(t_initial=epochs, warmup_t=warmup, …)``
+    and calls ``step(epoch)`` after each epoch, so epoch e trains at f(e − 1) (epoch 0 at
+    f(0), the warm-up start), where f(t) is a linear warm-up from ``warmup_lr`` for t < warmup
+    and, after it, a half cosine from ``lr`` to ``min_lr`` over the whole run, measured from
+    t = 0 (timm's ``warmup_prefix=False``: the cosine does not restart after the warm-up).
+    """
+
+    def f(t):
+        if t < warmup:
+            return warmup_lr + t * (lr - warmup_lr) / warmup
+        return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * t / epochs))
+
+    return [f(max(epoch - 1, 0)) for epoch in range(epochs)]
 
 
 def test_per_epoch_lrs_equal_timms_scheduler_in_training(datamodule_factory):
@@ -338,7 +342,7 @@ def test_per_epoch_lrs_equal_timms_scheduler_in_training(datamodule_factory):
     fit(finetuner, datamodule_factory(), epochs=6, callbacks=[record], limit_train_batches=2)
     assert [len(set(e)) for e in record.per_epoch] == [1] * 6  # constant within an epoch
     measured = [e[0] for e in record.per_epoch]
-    assert measured == official_epoch_lrs(1e-2, 6, 2, 1e-6, 1e-5)
+    assert measured == pytest.approx(official_epoch_lrs(1e-2, 6, 2, 1e-6, 1e-5), rel=1e-12)
     assert measured[0] == measured[1] == 1e-6
 
 
@@ -349,7 +353,7 @@ def test_official_schedule_over_300_epochs():
     for epoch in range(300):
         lrs.append(optimizer.param_groups[0]["lr"])
         scheduler.step(epoch)
-    assert lrs == official_epoch_lrs(1e-3, 300, 10, 1e-6, 1e-5)
+    assert lrs == pytest.approx(official_epoch_lrs(1e-3, 300, 10, 1e-6, 1e-5), rel=1e-12)
     assert lrs[0] == lrs[1] == 1e-6
     assert max(range(300), key=lrs.__getitem__) == 11
     assert lrs[11] / 1e-3 == pytest.approx(0.9973, abs=1e-4)
