@@ -235,6 +235,24 @@ def test_lazy_interval_one_runs_pace_on_half_the_batch_every_step(compose_cfg):
     assert all(len(p.targets) == 4 for p in parts)
 
 
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_lazy_alternates_per_batch_whatever_the_gradient_accumulation(
+    datamodule_factory, accumulate
+):
+    """The official loop counts iterations: with 2 batches per optimiser step, lazy's PACE
+    and single-pass batches still alternate, and the count runs on across epochs."""
+    model = tiny_model()
+    lazy = build_regulariser(model, "lazy", sigma=0.5, lam=1.0, interval=2)
+    seen = []
+    forward = lazy.forward
+    lazy.forward = lambda *args: seen.append(args[-1]) or forward(*args)
+    finetuner = FineTuner(model, lazy, num_classes=4)
+    trainer = fit(finetuner, datamodule_factory(), epochs=2, accumulate_grad_batches=accumulate)
+    assert seen == list(range(10))  # 36 training images at batch 8: 5 batches per epoch
+    # Lightning steps after every `accumulate` batches and at the end of each epoch
+    assert trainer.global_step == 2 * math.ceil(5 / accumulate)
+
+
 # ---------------------------------------------------------------- the Lightning pieces
 
 
