@@ -329,3 +329,29 @@ def test_blocks_subset_adapts_only_those_blocks():
     model = inject(tiny_vit(depth=3), "lora", rank=2, blocks=[0, 2])
     names = {n.split(".")[1] for n, _ in branch_modules(model)}
     assert names == {"0", "2"}
+
+
+# --- Learning: each method's own parameters fit a batch (the head frozen) --------------------
+
+
+def test_the_method_alone_fits_a_batch(row):
+    """With the head frozen, only the method's parameters can lower the loss — so a method whose
+    branch gets no gradient, or whose gradient does not reach the output, fails here."""
+    name, fields = row
+    if name == "linear":
+        pytest.skip("linear probing trains the head alone")
+    model = adapted((name, {**fields, "train_head": False})).train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable, name
+    x, y = x_batch(6), torch.arange(6) % 5
+    optimizer = torch.optim.Adam(trainable, lr=1e-2)
+    losses = []
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    # Prompt tokens on a random 2-block ViT learn slowest (about −7 % in 20 steps); a method
+    # whose gradient never reaches its parameters stays at 100 %.
+    assert losses[-1] < 0.95 * losses[0], (name, losses)

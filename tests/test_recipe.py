@@ -6,7 +6,6 @@ docs/recipe.md is the table these tests hold the code to.
 import math
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import yaml
@@ -26,7 +25,7 @@ from src.pace.droppath import PairedDropPath
 from src.pace.noise import noise_modules
 from src.schedule import epoch_cosine_scheduler, step_cosine_scheduler
 from src.train import build_finetuner, train
-from tests.test_train import SimulatedCrash
+from tests.conftest import SimulatedCrash, crash_in_epoch, quiet_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE_KEYS = [
@@ -288,13 +287,8 @@ class RecordLR(Callback):
 
 
 def fit(finetuner, datamodule, epochs=1, callbacks=(), **kwargs):
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
         callbacks=list(callbacks),
@@ -524,9 +518,7 @@ def test_paper_recipe_resumes_to_the_same_end(compose_cfg, tmp_path, capsys):
         cfg = compose_cfg(*overrides, *extra)
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / name)
-            if crash is not None:
-                cfg.callbacks.crash = {"_target_": "tests.test_train.CrashMidEpoch", "epoch": crash}
-        train(cfg)
+        train(cfg if crash is None else crash_in_epoch(cfg, crash))
         return load_file(str(tmp_path / name / "adapter.safetensors"))
 
     straight = run("straight")
