@@ -171,7 +171,11 @@ class FineTuner(LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, index = batch
-        parts = self.regulariser(self.model, x, y, index, self.global_step)
+        # Lazy PACE alternates per training iteration (batch), as the official loop counts; with
+        # trainer.accumulate_grad_batches > 1 the optimiser-step count would make whole steps
+        # PACE or CE. Lightning keeps this count in the loop state, so a resume continues it.
+        iteration = self.trainer.fit_loop.epoch_loop.total_batch_idx
+        parts = self.regulariser(self.model, x, y, index, iteration)
         # Stop before the optimiser applies a NaN/inf loss: the weights (and every checkpoint)
         # stay finite. One device sync per step, which the progress bar's loss costs anyway.
         if not torch.isfinite(parts.loss):

@@ -1,4 +1,5 @@
-"""Shared fixtures: Hydra composition of the real configs, a tiny VTAB-format task on disk."""
+"""Shared fixtures and helpers: Hydra composition of the real configs, a quiet CPU Lightning
+trainer, and a callback that crashes a run mid-epoch (for resume tests)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import lightning as L
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 
 import src.config  # noqa: F401  (the resolvers the configs use)
@@ -32,6 +35,40 @@ def compose_config(
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+class CrashMidEpoch(Callback):
+    """Dies in the middle of epoch ``epoch``, after the previous epoch's last.ckpt was written."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == 1:
+            raise SimulatedCrash(f"simulated crash in epoch {self.epoch}")
+
+
+def crash_in_epoch(cfg: DictConfig, epoch: int) -> DictConfig:
+    """``cfg`` with a CrashMidEpoch callback added, as a config a run instantiates."""
+    with open_dict(cfg):
+        cfg.callbacks.crash = {"_target_": f"{__name__}.CrashMidEpoch", "epoch": epoch}
+    return cfg
+
+
+def quiet_trainer(**kwargs) -> L.Trainer:
+    """A CPU Lightning trainer that writes and prints nothing unless told to."""
+    settings = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return L.Trainer(**{**settings, **kwargs})
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from src.data.synthetic import write_vtab_task
 from src.errors import UserError
 from src.eval import evaluate
 from src.train import build_finetuner, train
+from tests.conftest import SimulatedCrash, crash_in_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SWIN = (
@@ -137,8 +138,6 @@ def test_grft_resume_restores_the_selection_without_a_second_pass(
     from omegaconf import open_dict
     from safetensors.torch import load_file
 
-    from tests.test_train import CrashMidEpoch, SimulatedCrash
-
     overrides = (
         "debug=tiny",
         "adapter=grft",
@@ -157,14 +156,11 @@ def test_grft_resume_restores_the_selection_without_a_second_pass(
         cfg = compose_cfg(*overrides, *extra)
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / folder)
-            if crash:
-                cfg.callbacks.crash = {"_target_": "tests.test_train.CrashMidEpoch", "epoch": 1}
-        return train(cfg)
+        return train(crash_in_epoch(cfg, 1) if crash else cfg)
 
     run("straight")
     with pytest.raises(SimulatedCrash):
         run("resumed", crash=True)
-    assert CrashMidEpoch  # the callback the crash config names
     capfd.readouterr()
     run("resumed", "ckpt_path=last")
     assert "GRFT scoring" not in capfd.readouterr().err  # restored from last.ckpt, not re-scored

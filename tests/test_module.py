@@ -2,7 +2,6 @@
 
 import math
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,6 +13,7 @@ from src.model import build_model
 from src.module import FineTuner
 from src.pace import build_regulariser
 from src.schedule import step_cosine_scheduler
+from tests.conftest import quiet_trainer as shared_quiet_trainer
 
 
 def make_finetuner(mode="pace", **kwargs):
@@ -41,15 +41,7 @@ def datamodule(tmp_path_factory):
 def quiet_trainer(**kwargs):
     # inference_mode=False: one module goes validate -> fit -> validate here, and metric states
     # created under inference mode could not be updated by the fit loop's validation afterwards.
-    return L.Trainer(
-        accelerator="cpu",
-        inference_mode=False,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kwargs,
-    )
+    return shared_quiet_trainer(inference_mode=False, **kwargs)
 
 
 def test_fp_distance_is_zero_at_init_and_grows_with_training(datamodule):

@@ -9,6 +9,7 @@ fails the test: a new README command needs a way to be checked.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -191,13 +192,29 @@ def check_python_command(command: str, sandbox: Path, **env: str) -> None:
         assert "cifar" in proc.stdout
     elif module == "src.report":
         proc = run(words, sandbox)
-        assert "pace" in proc.stdout.lower()
+        # every run below the folder is in a table: its test accuracy, as the report prints it
+        for accuracy in run_accuracies(Path(words[3])):
+            assert f"{accuracy:.2f}" in proc.stdout, (accuracy, proc.stdout[-3000:])
     elif module == "src.plots":
+        started = time.time()
         run(words, sandbox)
-        out = words[words.index("--out") + 1] if "--out" in words else None
-        assert out is None or (sandbox / out).is_file()
+        given = words[words.index("--out") + 1] if "--out" in words else None
+        out = sandbox / given if given else Path(words[3]) / "diagnostics.png"
+        assert out.is_file() and out.stat().st_mtime >= started, out
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     else:
         pytest.fail(f"README command `{command}`: tests/test_readme.py has no runner for {module}")
+
+
+def run_accuracies(folder: Path) -> list[float]:
+    """Test accuracy in % of every finished run below ``folder`` (single test set)."""
+    found = []
+    for path in folder.rglob("results.json"):
+        metrics = json.loads(path.read_text()).get("metrics", {})
+        if "test/acc" in metrics:
+            found.append(100 * metrics["test/acc"])
+    assert found, f"no finished run below {folder}"
+    return found
 
 
 def make(target: str, sandbox: Path, *variables: str) -> subprocess.CompletedProcess:

@@ -3,9 +3,9 @@
 docs/recipe.md is the table these tests hold the code to.
 """
 
+import math
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import yaml
@@ -25,7 +25,7 @@ from src.pace.droppath import PairedDropPath
 from src.pace.noise import noise_modules
 from src.schedule import epoch_cosine_scheduler, step_cosine_scheduler
 from src.train import build_finetuner, train
-from tests.test_train import SimulatedCrash
+from tests.conftest import SimulatedCrash, crash_in_epoch, quiet_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE_KEYS = [
@@ -234,6 +234,24 @@ def test_lazy_interval_one_runs_pace_on_half_the_batch_every_step(compose_cfg):
     assert all(len(p.targets) == 4 for p in parts)
 
 
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_lazy_alternates_per_batch_whatever_the_gradient_accumulation(
+    datamodule_factory, accumulate
+):
+    """The official loop counts iterations: with 2 batches per optimiser step, lazy's PACE
+    and single-pass batches still alternate, and the count runs on across epochs."""
+    model = tiny_model()
+    lazy = build_regulariser(model, "lazy", sigma=0.5, lam=1.0, interval=2)
+    seen = []
+    forward = lazy.forward
+    lazy.forward = lambda *args: seen.append(args[-1]) or forward(*args)
+    finetuner = FineTuner(model, lazy, num_classes=4)
+    trainer = fit(finetuner, datamodule_factory(), epochs=2, accumulate_grad_batches=accumulate)
+    assert seen == list(range(10))  # 36 training images at batch 8: 5 batches per epoch
+    # Lightning steps after every `accumulate` batches and at the end of each epoch
+    assert trainer.global_step == 2 * math.ceil(5 / accumulate)
+
+
 # ---------------------------------------------------------------- the Lightning pieces
 
 
@@ -269,13 +287,8 @@ class RecordLR(Callback):
 
 
 def fit(finetuner, datamodule, epochs=1, callbacks=(), **kwargs):
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
         callbacks=list(callbacks),
@@ -316,18 +329,21 @@ def test_decayed_and_undecayed_parameter_sets(datamodule_factory, decay_1d):
 
 
 def official_epoch_lrs(lr, epochs, warmup, warmup_lr, min_lr):
-    """The official training loop's rates: timm's scheduler, step(ep) after each epoch."""
-    from timm.scheduler import CosineLRScheduler
+    """The official training loop's rates, computed from their definition (not from timm).
 
-    optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=lr)
-    scheduler = CosineLRScheduler(
-        optimizer, t_initial=epochs, warmup_t=warmup, warmup_lr_init=warmup_lr, lr_min=min_lr
-    )
-    lrs = []
-    for epoch in range(epochs):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        scheduler.step(epoch)
-    return lrs
+    The official loop builds timm's ``CosineLRScheduler(t_initial=epochs, warmup_t=warmup, …)``
+    and calls ``step(epoch)`` after each epoch, so epoch e trains at f(e − 1) (epoch 0 at
+    f(0), the warm-up start), where f(t) is a linear warm-up from ``warmup_lr`` for t < warmup
+    and, after it, a half cosine from ``lr`` to ``min_lr`` over the whole run, measured from
+    t = 0 (timm's ``warmup_prefix=False``: the cosine does not restart after the warm-up).
+    """
+
+    def f(t):
+        if t < warmup:
+            return warmup_lr + t * (lr - warmup_lr) / warmup
+        return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * t / epochs))
+
+    return [f(max(epoch - 1, 0)) for epoch in range(epochs)]
 
 
 def test_per_epoch_lrs_equal_timms_scheduler_in_training(datamodule_factory):
@@ -338,7 +354,7 @@ def test_per_epoch_lrs_equal_timms_scheduler_in_training(datamodule_factory):
     fit(finetuner, datamodule_factory(), epochs=6, callbacks=[record], limit_train_batches=2)
     assert [len(set(e)) for e in record.per_epoch] == [1] * 6  # constant within an epoch
     measured = [e[0] for e in record.per_epoch]
-    assert measured == official_epoch_lrs(1e-2, 6, 2, 1e-6, 1e-5)
+    assert measured == pytest.approx(official_epoch_lrs(1e-2, 6, 2, 1e-6, 1e-5), rel=1e-12)
     assert measured[0] == measured[1] == 1e-6
 
 
@@ -349,7 +365,7 @@ def test_official_schedule_over_300_epochs():
     for epoch in range(300):
         lrs.append(optimizer.param_groups[0]["lr"])
         scheduler.step(epoch)
-    assert lrs == official_epoch_lrs(1e-3, 300, 10, 1e-6, 1e-5)
+    assert lrs == pytest.approx(official_epoch_lrs(1e-3, 300, 10, 1e-6, 1e-5), rel=1e-12)
     assert lrs[0] == lrs[1] == 1e-6
     assert max(range(300), key=lrs.__getitem__) == 11
     assert lrs[11] / 1e-3 == pytest.approx(0.9973, abs=1e-4)
@@ -502,9 +518,7 @@ def test_paper_recipe_resumes_to_the_same_end(compose_cfg, tmp_path, capsys):
         cfg = compose_cfg(*overrides, *extra)
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / name)
-            if crash is not None:
-                cfg.callbacks.crash = {"_target_": "tests.test_train.CrashMidEpoch", "epoch": crash}
-        train(cfg)
+        train(cfg if crash is None else crash_in_epoch(cfg, crash))
         return load_file(str(tmp_path / name / "adapter.safetensors"))
 
     straight = run("straight")

@@ -15,15 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
 from safetensors.torch import load_file
 
 from src.data.synthetic import write_vtab_task
 from src.errors import UserError
 from src.run_folder import checkpoint_problem, config_changes
 from src.train import train
-from tests.conftest import compose_config
-from tests.test_train import CrashMidEpoch, SimulatedCrash
+from tests.conftest import SimulatedCrash, compose_config, crash_in_epoch
 
 OVERRIDES = (
     "pace=pace",
@@ -45,7 +43,7 @@ def snapshot(folder: Path) -> dict[str, bytes | str]:
     return files
 
 
-def run_cfg(data_root: Path, folder: Path, *overrides: str, crash_in_epoch: int | None = None):
+def run_cfg(data_root: Path, folder: Path, *overrides: str, crash_epoch: int | None = None):
     cfg = compose_config(
         [
             "debug=tiny",
@@ -61,13 +59,7 @@ def run_cfg(data_root: Path, folder: Path, *overrides: str, crash_in_epoch: int 
         ],
         folder,
     )
-    if crash_in_epoch is not None:
-        with open_dict(cfg):
-            cfg.callbacks.crash = {
-                "_target_": f"{CrashMidEpoch.__module__}.CrashMidEpoch",
-                "epoch": crash_in_epoch,
-            }
-    return cfg
+    return cfg if crash_epoch is None else crash_in_epoch(cfg, crash_epoch)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +72,7 @@ def runs(tmp_path_factory):
     train(run_cfg(data, base / "finished", "trainer.max_epochs=2"))
     train(run_cfg(data, base / "straight"))
     with pytest.raises(SimulatedCrash):
-        train(run_cfg(data, base / "crashed", crash_in_epoch=2))
+        train(run_cfg(data, base / "crashed", crash_epoch=2))
     GlobalHydra.instance().clear()
     return base
 

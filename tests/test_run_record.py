@@ -16,6 +16,7 @@ from src.model import build_model
 from src.module import FineTuner
 from src.pace import build_regulariser
 from src.run_record import EpochSummary, provenance
+from tests.conftest import quiet_trainer
 
 
 def tiny_fit(data_root, mode, **pace):
@@ -34,9 +35,7 @@ def test_summary_has_one_row_per_epoch_with_lr_seconds_and_metrics(tmp_path):
     write_vtab_task(tmp_path, "toy", num_classes=4, n_train=16, n_val=8, n_test=8)
     dm, module = tiny_fit(tmp_path, "pace", sigma=0.5, lam=1.0)
     path = tmp_path / "run" / "summary.csv"
-    trainer = L.Trainer(accelerator="cpu", max_epochs=3, check_val_every_n_epoch=2, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[EpochSummary(path)])
+    trainer = quiet_trainer(max_epochs=3, check_val_every_n_epoch=2, callbacks=[EpochSummary(path)])
     trainer.fit(module, datamodule=dm)
     rows = list(csv.DictReader(path.open()))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
@@ -74,10 +73,8 @@ def test_a_resumed_run_keeps_every_epoch_row_once(tmp_path):
     def fit(max_epochs, ckpt_path=None):
         dm, module = tiny_fit(tmp_path, "none")
         checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
-        trainer = L.Trainer(accelerator="cpu", max_epochs=max_epochs, logger=False,
-                            enable_progress_bar=False, enable_model_summary=False,
-                            limit_val_batches=0,
-                            callbacks=[EpochSummary(path), checkpoints])  # fmt: skip
+        trainer = quiet_trainer(max_epochs=max_epochs, enable_checkpointing=True,
+                                limit_val_batches=0, callbacks=[EpochSummary(path), checkpoints])
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
 
     fit(2)

@@ -16,21 +16,7 @@ from src.data.synthetic import write_vtab_task
 from src.eval import evaluate
 from src.stopping import RunDiverged
 from src.train import train
-
-
-class SimulatedCrash(RuntimeError):
-    pass
-
-
-class CrashMidEpoch(Callback):
-    """Dies in the middle of epoch ``epoch``, after the previous epoch's last.ckpt was written."""
-
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.current_epoch == self.epoch and batch_idx == 1:
-            raise SimulatedCrash(f"simulated crash in epoch {self.epoch}")
+from tests.conftest import SimulatedCrash, crash_in_epoch
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +95,7 @@ def test_interrupted_run_resumes_from_last_ckpt_to_the_same_end(
     crashed = tiny_run(compose_cfg, data_root, *overrides)
     with open_dict(crashed):
         crashed.paths.output_dir = str(tmp_path / "resumed")
-        crashed.callbacks.crash = {"_target_": f"{__name__}.CrashMidEpoch", "epoch": 2}
+    crash_in_epoch(crashed, 2)
     with pytest.raises(SimulatedCrash):
         train(crashed)
     last = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
