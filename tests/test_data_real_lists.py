@@ -277,3 +277,16 @@ def test_checker_on_noah_domain_tree_finds_every_image(tmp_path, monkeypatch, ca
     assert "domain/imagenet              ok" in out
     assert "not found" not in out and "remove" not in out
     assert "a/val_meta.list: 3 images, 3/14 classes" in out
+
+
+def test_docs_name_every_accepted_folder():
+    """docs/data.md's table says which names map to which; it must not drift from the code's."""
+    from src.data.tables import CONTAINERS, DOMAIN_FOLDERS, TASK_FOLDERS
+
+    docs = (Path(__file__).parents[1] / "docs/data.md").read_text()
+    names = {c for cs in CONTAINERS.values() for c in cs}
+    names |= {
+        n for b in ("fgvc", "fewshot", "domain") for ns in TASK_FOLDERS[b].values() for n in ns
+    }
+    names |= {n for ns in DOMAIN_FOLDERS.values() for n in ns}
+    assert not [name for name in sorted(names) if f"`{name}" not in docs]
