@@ -191,6 +191,8 @@ def test_checker_on_noah_fewshot_tree(tmp_path, monkeypatch, capsys):
     assert "train_meta.list.num_shot_1.seed_0: 6 lines, 3 distinct images, 3/3 classes" in out
     assert "3 of its 6 lines repeat an earlier line, so it holds 3 images, not 6" in out
     assert "imagenet" not in out
+    # few-shot/ is few-shot's folder even though domain shift also looks there for imagenet/.
+    assert f"fewshot: {tmp_path}/few-shot\n" in out
 
 
 def test_label_beyond_a_known_task_gets_advice_that_works(tmp_path, monkeypatch, capsys):

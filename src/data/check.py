@@ -188,12 +188,18 @@ def _largest_label(folder: Path) -> int | None:
     return largest
 
 
+def _scans(benchmark: str, container: str) -> bool:
+    """Is ``container`` this benchmark's to report on? Not when it is another's first folder
+    (few-shot/ belongs to few-shot, though domain shift finds NOAH's imagenet/ there)."""
+    return not any(cs[0] == container for b, cs in CONTAINERS.items() if b != benchmark)
+
+
 def _unknown_folders(cls: type[BenchmarkDataModule], root: Path) -> list[Path]:
     """Folders in this benchmark's place that no task of any benchmark searching there reads."""
     unknown = []
     for container in CONTAINERS[cls.benchmark]:
         folder = root / container
-        if not folder.is_dir():
+        if not folder.is_dir() or not _scans(cls.benchmark, container):
             continue
         read = set().union(*(_names_read(b) for b, cs in CONTAINERS.items() if container in cs))
         unknown += [
@@ -249,19 +255,20 @@ def check_root(
     for name, cls in BENCHMARKS.items():
         if benchmarks and name not in benchmarks:
             continue
-        # A folder another benchmark also searches (few-shot/ for domain shift) does not by
-        # itself mean this benchmark is present.
-        own = [
-            root / c
-            for c in CONTAINERS[name]
-            if (root / c).is_dir() and not any(c in CONTAINERS[o] for o in CONTAINERS if o != name)
-        ]
         located = {
             task: cls(str(root), task).locate(cls(str(root), task).task_folder_names())
             for task in cls.tasks
         }
+        # Benchmark folders present: its own ones, and a shared one (few-shot/ for domain
+        # shift's imagenet) only when a task of this benchmark was found in it.
+        holding = {folder.parent for folder in located.values() if folder is not None}
+        own = [
+            root / c
+            for c in CONTAINERS[name]
+            if (root / c).is_dir() and (_scans(name, c) or root / c in holding)
+        ]
         unknown = _unknown_folders(cls, root)
-        if not own and not any(located.values()):
+        if not own and not holding:
             if unknown and cls.custom_tasks and name != "domain":
                 lines.append(f"{name}: no task of its own, other folders:")
             else:
