@@ -132,3 +132,17 @@ def test_unknown_fgvc_folder_gets_rename_advice_not_num_classes(root, capsys):
 def test_missing_root_is_one_error_line(tmp_path, capsys):
     assert main([str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_missing_training_lists_are_one_line(root, capsys):
+    folder = root / "few-shot/toy/annotations"
+    (folder / "train_meta.list.num_shot_1.seed_0").unlink()
+    (folder / "train_meta.list.num_shot_2.seed_0").unlink()
+    code, out = run(root, capsys, "--benchmark", "fewshot")
+    report = block(out, "fewshot/toy")
+    assert code == 1
+    assert report.count("!") == 1
+    assert (
+        f"! 2 training list(s) not in {folder}: train_meta.list.num_shot_1.seed_0, "
+        "train_meta.list.num_shot_2.seed_0; runs with those data.shots / data.split_seed stop"
+    ) in report

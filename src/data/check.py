@@ -38,6 +38,7 @@ class TaskReport:
     splits: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # make the task unusable (exit status 1)
     notes: list[str] = field(default_factory=list)  # loads, but differs from what it claims
+    missing_train: list[str] = field(default_factory=list)  # k-shot training lists not there
 
     def lines(self) -> list[str]:
         status = "ok" if self.status == "ok" else self.status.upper()
@@ -83,7 +84,10 @@ def _check_split(
         samples = dm.read_split(split)
     except UserError as error:
         report.status = "broken"
-        report.problems.append(str(error))
+        if is_train and re.search(r"train_meta\.list\S* not found", str(error)):
+            report.missing_train.append(split)  # one line for all of them, below
+        else:
+            report.problems.append(str(error))
         return
     labels = Counter(label for _, label in samples)
     distinct = len(set(samples))
@@ -157,6 +161,13 @@ def check_task(
         except UserError as error:
             report.status = "broken"
             report.problems.append(str(error))
+    if report.missing_train:
+        folder = dm.locate(dm.task_folder_names()) / "annotations"
+        names = ", ".join(split.rsplit("/", 1)[-1] for split in report.missing_train)
+        report.problems.append(
+            f"{len(report.missing_train)} training list(s) not in {folder}: {names}; runs with "
+            f"those data.shots / data.split_seed stop with an error (copy them from the source)"
+        )
     return report
 
 
