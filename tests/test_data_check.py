@@ -8,6 +8,7 @@ from src.data.check import main
 from src.data.fewshot import FewShotDataModule
 from src.data.fgvc import FGVCDataModule
 from src.data.synthetic import write_fewshot_task, write_fgvc_task, write_vtab_task
+from src.errors import UserError
 
 
 @pytest.fixture
@@ -49,7 +50,10 @@ def test_clean_root_is_ok(root, capsys):
         "      test: 10 images, 10/10 classes",
     ]
     assert "fgvc/cub                     ok" in out and "fewshot/toy                  ok" in out
-    assert "vtab/cifar                   MISSING: no folder cifar here" in out
+    assert (
+        f"vtab/cifar                   MISSING: no folder cifar under {root}/vtab-1k/ or {root}/"
+        in out
+    )
     assert "domain: not present" in out
 
 
@@ -71,9 +75,12 @@ def test_missing_and_corrupt_images(root, capsys):
     code, out = run(root, capsys)
     report = block(out, "vtab/eurosat")
     assert code == 1
-    assert "! test: 1 of 10 images missing, e.g." in report and "000003.jpg" in report
+    assert "! test: 1 of 10 listed images not found, e.g." in report and "000003.jpg" in report
     assert f"! val200: cannot decode image {corrupt}" in report
-    assert "remove its line from the list file" in report
+    assert "replace the file or remove its line from the list file" in report
+    # A missing image is restored, never its line deleted: the list is the benchmark.
+    assert "put the dataset's images where the list places them" in report
+    assert "remove their lines" not in report
 
 
 def test_fewshot_list_missing_a_class_and_missing_seed(root, capsys):
@@ -96,12 +103,46 @@ def test_fgvc_bad_json_and_unknown_label(root, capsys):
     assert "label 77 of 'x.jpg' does not occur in train.json" in report
 
 
-def test_custom_folders_are_listed(root, capsys):
-    write_vtab_task(root, "fashion_mnist", num_classes=2, n_train=2, n_val=2, n_test=2, img_size=8)
+def test_custom_folder_gets_the_arguments_it_loads_with(root, capsys):
+    write_vtab_task(root, "fashion_mnist", num_classes=3, n_train=6, n_val=3, n_test=3, img_size=8)
     _, out = run(root, capsys, "--benchmark", "vtab")
-    assert "other folders (custom tasks; pass data.num_classes): fashion_mnist" in out
+    report = block(out, "vtab/fashion_mnist")
+    assert "vtab/fashion_mnist (custom)" in report and "BROKEN" not in report
+    advice = "loads as a custom task: data.task=fashion_mnist data.num_classes=3"
+    assert advice in report
+    # The advice works: the datamodule loads the folder with exactly these arguments.
+    from src.data.vtab import VTABDataModule
+
+    dm = VTABDataModule(str(root), "fashion_mnist", num_classes=3, num_workers=0, img_size=8)
+    assert dm.train_size == 9
+
+
+def test_unknown_fgvc_folder_gets_rename_advice_not_num_classes(root, capsys):
+    write_fgvc_task(root, "my_birds", num_classes=3, counts=(6, 3, 3), img_size=8)
+    _, out = run(root, capsys, "--benchmark", "fgvc")
+    line = next(line for line in out.splitlines() if "my_birds" in line)
+    # FGVC has no custom tasks, so data.num_classes would fail: the checker never suggests it.
+    assert "num_classes" not in out
+    assert "not read by FGVC; its folder names are: cub or CUB_200_2011;" in line
+    assert "rename the folder if it is one of these" in line
+    with pytest.raises(UserError, match="unknown FGVC task 'my_birds'"):
+        FGVCDataModule(str(root), "my_birds", num_classes=3)
 
 
 def test_missing_root_is_one_error_line(tmp_path, capsys):
     assert main([str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_missing_training_lists_are_one_line(root, capsys):
+    folder = root / "few-shot/toy/annotations"
+    (folder / "train_meta.list.num_shot_1.seed_0").unlink()
+    (folder / "train_meta.list.num_shot_2.seed_0").unlink()
+    code, out = run(root, capsys, "--benchmark", "fewshot")
+    report = block(out, "fewshot/toy")
+    assert code == 1
+    assert report.count("!") == 1
+    assert (
+        f"! 2 training list(s) not in {folder}: train_meta.list.num_shot_1.seed_0, "
+        "train_meta.list.num_shot_2.seed_0; runs with those data.shots / data.split_seed stop"
+    ) in report

@@ -1,6 +1,6 @@
 """What every benchmark's datamodule shares; a subclass declares only its tables and files.
 
-A subclass sets the class attributes (``benchmark``, ``display``, ``container``, ``tasks``,
+A subclass sets the class attributes (``benchmark``, ``display``, ``tasks``,
 ``layout``, ``protocols``) and implements :meth:`splits` (which split plays train and val),
 :meth:`read_split` (one split's samples) and, when it has several, :meth:`test_sets`. Everything
 else — locating the task folder, class-count checks, decode-once caching, crops, loaders, the
@@ -17,6 +17,8 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from src.data.images import CacheBudget, CachedImageDataset, Sample, build_dataset
+from src.data.lists import duplicate_lines
+from src.data.tables import CONTAINERS, task_folders
 from src.data.transforms import CentreCrop, RandomCropFlip
 from src.errors import UserError
 
@@ -48,7 +50,6 @@ class BenchmarkDataModule(L.LightningDataModule):
 
     benchmark: ClassVar[str] = ""  # short name: results, reports, config group
     display: ClassVar[str] = ""  # how messages name it
-    container: ClassVar[str] = ""  # folder under data.root holding one folder per task
     tasks: ClassVar[dict[str, int]] = {}  # task -> number of classes
     layout: ClassVar[str] = ""  # one line describing the files on disk, for error messages
     protocols: ClassVar[dict[str, str]] = {}  # protocol -> what trains and what evaluates
@@ -114,12 +115,43 @@ class BenchmarkDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def task_folder_names(self) -> tuple[str, ...]:
-        """Folder names the task may have on disk (several when tools disagree)."""
-        return (self.task,)
+        """Folder names the task may have on disk (several when tools disagree; see
+        ``src.data.tables.TASK_FOLDERS``)."""
+        return task_folders(self.benchmark, self.task)
 
-    def folders_used(self) -> tuple[str, ...]:
-        """Every folder under ``container`` this task reads (src.data.check lists the rest)."""
-        return self.task_folder_names()
+    @classmethod
+    def holds_task(cls, folder: Path) -> bool:
+        """Does ``folder`` hold this benchmark's split files? Decides only between folders
+        directly under data.root, where two benchmarks may use one name (``stanford_cars``)."""
+        return folder.is_dir()
+
+    @property
+    def containers(self) -> tuple[str, ...]:
+        """Benchmark folders under data.root that hold one folder per task."""
+        return CONTAINERS[self.benchmark]
+
+    def locate(self, names: tuple[str, ...]) -> Path | None:
+        """The first folder called one of ``names`` under a benchmark folder of data.root, or
+        directly under data.root (when it is the benchmark folder itself, or RepAdapter's and
+        NOAH's scripts' layout) provided it holds this benchmark's files; None if none."""
+        root = Path(self.root).expanduser()
+        for container in self.containers:
+            for name in names:
+                if (root / container / name).is_dir():
+                    return root / container / name
+        for name in names:
+            if self.holds_task(root / name):
+                return root / name
+        return None
+
+    def label_advice(self) -> str:
+        """How to fix a label outside [0, num_classes): advice that works for this task."""
+        if self.task in self.tasks:
+            return (
+                f"{self.display} '{self.task}' has {self.num_classes} classes, so the file "
+                f"belongs to another task or is damaged; check data.task and restore the file"
+            )
+        return "set data.num_classes to the real class count (the largest label + 1)"
 
     @staticmethod
     def image_base(folder: Path, first_relative: str, candidates: tuple[str, ...]) -> Path:
@@ -163,7 +195,7 @@ class BenchmarkDataModule(L.LightningDataModule):
 
     @property
     def task_dir(self) -> Path:
-        """The task folder; ``root`` may be the folder above ``container`` or ``container``."""
+        """The task folder, found by :meth:`locate`."""
         if self._task_dir is None:
             self._task_dir = self._find_task_dir()
         return self._task_dir
@@ -175,26 +207,38 @@ class BenchmarkDataModule(L.LightningDataModule):
                 f"{self.display} root {root} does not exist; set data.root so that it contains "
                 f"{self.layout}"
             )
-        candidates = [
-            folder / name
-            for folder in (root / self.container, root)
-            for name in self.task_folder_names()
-        ]
-        for candidate in candidates:
-            if candidate.is_dir():
-                return candidate
-        container = root / self.container if (root / self.container).is_dir() else root
-        present = sorted(p.name for p in container.iterdir() if p.is_dir())
+        found = self.locate(self.task_folder_names())
+        if found is not None:
+            return found
+        where = [root / c for c in self.containers if (root / c).is_dir()] or [root]
+        present = sorted(p.name for folder in where for p in folder.iterdir() if p.is_dir())
         shown = ", ".join(present[:30]) + (", ..." if len(present) > 30 else "")
+        tried = [root / c / n for c in self.containers for n in self.task_folder_names()]
+        tried += [root / n for n in self.task_folder_names()]
         raise UserError(
-            f"task folder for '{self.task}' not found at {candidates[0]}; folders present under "
-            f"{container}: {shown or 'none'}; check data.root and data.task ({self.layout})"
+            f"task folder for '{self.task}' not found: none of {', '.join(map(str, tried))}; "
+            f"folders present: {shown or 'none'}; check data.root and data.task ({self.layout})"
         )
 
     def samples(self, split: str) -> list[Sample]:
         """A split's samples, read once; ``a+b`` is split ``a`` followed by split ``b``."""
         if split not in self._samples:
             parts = [self.read_split(part) for part in split.split("+")]
+            for name, part in zip(split.split("+"), parts, strict=True):
+                repeated = duplicate_lines(part)
+                if repeated:
+                    # NOAH's Oxford Pets 1-shot lists repeat every line. The official code
+                    # trains on the list as written, and so does this one, but says so.
+                    log.warning(
+                        "%s %s: %s lists %d images but only %d distinct ones (%d lines "
+                        "repeat another); they are used as listed, repeats included",
+                        self.display,
+                        self.task,
+                        name,
+                        len(part),
+                        len(part) - repeated,
+                        repeated,
+                    )
             self._samples[split] = [sample for part in parts for sample in part]
             if split == self.splits()["train"]:
                 self._check_coverage(split, self._samples[split])

@@ -1,10 +1,15 @@
 """ImageNet domain shift: train on 16-shot ImageNet-1K, test on five ImageNet test sets at once.
 
-NOAH's layout, under `<root>/domain-adaptation/` (or `<root>` itself):
-`imagenet/annotations/train_meta.list.num_shot_16.seed_{0,1,2}` (paths under
-`imagenet/images/train/`), `imagenet/annotations/val_meta.list` (under `imagenet/images/val/`),
-and `<set>/annotations/val_meta.list` for `imagenetv2`, `imagenet-sketch`, `imagenet-a`,
-`imagenet-r` (paths under `<set>/`). Every label is an ImageNet-1K class id.
+NOAH's layout. The source set: `imagenet/annotations/train_meta.list.num_shot_<k>.seed_<s>`
+(paths under `imagenet/train/`, or `imagenet/images/train/` as CoOp's DATASETS.md unpacks it)
+and `imagenet/annotations/val_meta.list` (under `imagenet/val/` or `imagenet/images/val/`); NOAH's
+repository keeps it under `few-shot/`. The shifted sets: `<set>/annotations/val_meta.list`, paths
+under `<set>/`, for ImageNet-V2, -Sketch, -A and -R, which NOAH's repository keeps under
+`domain-generalization/` as `imagenetv2`, `imagenet-sketch`, `imagenet-adversarial`,
+`imagenet-rendition`. Each folder is looked up under `domain-generalization/`, `few-shot/`,
+`domain-adaptation/` (this project's earlier single folder, with `imagenet-a`/`imagenet-r`) and
+the root itself (NOAH's scripts read `data/<set>`); the names are in
+``src.data.tables.TASK_FOLDERS`` and ``DOMAIN_FOLDERS``. Every label is an ImageNet-1K class id.
 
 One run tests all five sets and logs each as ``test/acc/<name>`` (imagenet, v2, sketch, a, r).
 ImageNet-A and -R cover 200 of the 1000 classes; following the paper (and CoOp, NOAH), their
@@ -14,18 +19,26 @@ set's list. The source set's val list also serves as the per-epoch validation sp
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from src.data.base import BenchmarkDataModule
 from src.data.images import Sample
 from src.data.lists import read_list_file
-from src.data.tables import DOMAIN_TEST_SETS as TEST_SETS
+from src.data.tables import DOMAIN_FOLDERS, DOMAIN_TEST_SETS
 from src.errors import UserError
 
 SUBSET_SIZES = {"a": 200, "r": 200}  # sets covering only some classes: scored on those only
 
+# Where the source set's images are, per list: NOAH's loader reads <imagenet>/train and
+# <imagenet>/val; CoOp's DATASETS.md (which NOAH's README points to) unpacks to images/train, val.
+SOURCE_IMAGES = {"train": ("images/train", "train"), "val": ("images/val", "val")}
+
 LAYOUT = (
-    "<root>/domain-adaptation/imagenet/annotations/train_meta.list.num_shot_16.seed_<s> and "
-    "val_meta.list, and <set>/annotations/val_meta.list for imagenetv2, imagenet-sketch, "
-    "imagenet-a, imagenet-r (NOAH's domain-generalisation layout)"
+    "imagenet/annotations/train_meta.list.num_shot_<k>.seed_<s> and val_meta.list, and "
+    "<set>/annotations/val_meta.list for imagenetv2, imagenet-sketch, imagenet-a (or "
+    "imagenet-adversarial), imagenet-r (or imagenet-rendition), each under <root>/"
+    "domain-generalization/, <root>/few-shot/, <root>/domain-adaptation/ or <root>/ (NOAH's "
+    "layout)"
 )
 
 
@@ -34,7 +47,6 @@ class DomainDataModule(BenchmarkDataModule):
 
     benchmark = "domain"
     display = "domain-shift"
-    container = "domain-adaptation"
     tasks = {"imagenet": 1000}
     layout = LAYOUT
     protocols = {
@@ -53,28 +65,51 @@ class DomainDataModule(BenchmarkDataModule):
         self._subsets: dict[str, list[int]] | None = None
         super().__init__(*args, crop=crop, **kwargs)
 
-    def folders_used(self) -> tuple[str, ...]:
-        return (self.task, *(folder for folder in TEST_SETS.values() if folder))
+    @classmethod
+    def holds_task(cls, folder: Path) -> bool:
+        return (folder / "annotations").is_dir()
+
+    def set_dir(self, name: str) -> Path:
+        """The folder of ``name``: the task (the source set) or a shifted set (a key of
+        DOMAIN_FOLDERS). A shifted set beside the source folder wins over one found elsewhere."""
+        if name == self.task:
+            return self.task_dir
+        names = DOMAIN_FOLDERS[name]
+        beside = [self.task_dir.parent / n for n in names if (self.task_dir.parent / n).is_dir()]
+        found = beside[0] if beside else self.locate(names)
+        if found is None:
+            raise UserError(
+                f"no folder {' or '.join(names)} for the domain-shift test set '{name}' beside "
+                f"{self.task_dir} or under {self.root}; expected {self.layout}"
+            )
+        return found
 
     def splits(self) -> dict[str, str]:
         train = f"{self.task}/train_meta.list.num_shot_{self.shots}.seed_{self.split_seed}"
         return {"train": train, "val": f"{self.task}/val_meta.list"}
 
     def test_sets(self) -> dict[str, str]:
+        # The source set's own test set is its val list; the others are the shifted sets.
         return {
-            name: f"{folder or self.task}/val_meta.list" for name, folder in TEST_SETS.items()
+            name: f"{self.task if name == 'imagenet' else key}/val_meta.list"
+            for name, key in DOMAIN_TEST_SETS.items()
         }
 
     def read_split(self, split: str) -> list[Sample]:
-        folder_name, list_name = split.split("/")
-        folder = self.task_dir.parent / folder_name
-        path = folder / "annotations" / list_name
-        samples = read_list_file(path, self.num_classes, base_dir="", layout_hint=self.layout)
-        if folder_name == self.task:
-            images = "images/train" if list_name.startswith("train") else "images/val"
-            base = self.image_base(folder, str(samples[0][0]), (images, "."))
+        name, list_name = split.split("/")
+        folder = self.set_dir(name)
+        samples = read_list_file(
+            folder / "annotations" / list_name,
+            self.num_classes,
+            base_dir="",
+            layout_hint=self.layout,
+            label_advice=self.label_advice(),
+        )
+        if name == self.task:
+            candidates = SOURCE_IMAGES["train" if list_name.startswith("train") else "val"]
         else:
-            base = self.image_base(folder, str(samples[0][0]), (".", "images"))
+            candidates = (".", "images")
+        base = self.image_base(folder, str(samples[0][0]), candidates)
         return [(base / relative, label) for relative, label in samples]
 
     @property
@@ -87,7 +122,7 @@ class DomainDataModule(BenchmarkDataModule):
                 if self.task == "imagenet" and len(classes) != size:
                     raise UserError(
                         f"{split}: labels cover {len(classes)} classes, expected the {size} "
-                        f"ImageNet-1K ids of {TEST_SETS[name]}; the list is incomplete"
+                        f"ImageNet-1K ids of ImageNet-{name.upper()}; the list is incomplete"
                     )
                 self._subsets[name] = classes
         return self._subsets

@@ -2,8 +2,13 @@
 
 `<root>/few-shot/<name>/images/...` and `<root>/few-shot/<name>/annotations/`:
 `train_meta.list.num_shot_{1,2,4,8,16}.seed_{0,1,2}`, `val_meta.list`, `test_meta.list`, lines
-`relative/path.jpg <label>` relative to `images/` (NOAH's Stanford Cars lists: to the dataset
-folder; both are accepted). Views: training takes a random 224 crop (+ flip) of the image resized
+`relative/path.jpg <label>` relative to `images/` (NOAH's loader reads Stanford Cars relative to
+the dataset folder; both are accepted). Folder names: NOAH's repository ships the lists under
+`few-shot/{fgvc-aircraft,food101,oxford-flowers102,oxford-pets,standford-cars}`, the official
+PACE code reads `few-shot/stanford-cars`, NOAH's scripts read `<root>/{fgvc_aircraft,food-101,
+oxford_flowers102,oxford_pets,stanford_cars}`; all load (``src.data.tables.TASK_FOLDERS``).
+NOAH's Oxford Pets 1-shot lists repeat every line; they are used as written (as the official
+code does) with a warning. Views: training takes a random 224 crop (+ flip) of the image resized
 to 256 on its shorter side, evaluation the central 224 crop (``crop=True``). Any folder in this
 layout works as a custom task given ``data.num_classes``; ``python -m
 tools.demo_assets.to_fewshot`` writes one from a VTAB-layout task such as the demo's Fashion-MNIST.
@@ -11,14 +16,13 @@ tools.demo_assets.to_fewshot`` writes one from a VTAB-layout task such as the de
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from src.data.base import BenchmarkDataModule
 from src.data.images import Sample
 from src.data.lists import read_list_file
 from src.data.tables import FEWSHOT_TASKS, SHOTS, SPLIT_SEEDS
 from src.errors import UserError
-
-# Names NOAH's download uses for two of the folders.
-_FOLDER_ALIASES = {"food101": ("food-101",), "stanford-cars": ("stanford_cars",)}
 
 LAYOUT = (
     "<root>/few-shot/<name>/annotations/train_meta.list.num_shot_<k>.seed_<s>, val_meta.list, "
@@ -35,7 +39,6 @@ class FewShotDataModule(BenchmarkDataModule):
 
     benchmark = "fewshot"
     display = "few-shot"
-    container = "few-shot"
     tasks = FEWSHOT_TASKS
     layout = LAYOUT
     protocols = {
@@ -55,8 +58,9 @@ class FewShotDataModule(BenchmarkDataModule):
         self.split_seed = split_seed
         super().__init__(*args, crop=crop, **kwargs)
 
-    def task_folder_names(self) -> tuple[str, ...]:
-        return (self.task, *_FOLDER_ALIASES.get(self.task, ()))
+    @classmethod
+    def holds_task(cls, folder: Path) -> bool:
+        return (folder / "annotations").is_dir()
 
     def splits(self) -> dict[str, str]:
         evaluate = "val_meta.list" if self.protocol == "tune" else "test_meta.list"
@@ -73,7 +77,13 @@ class FewShotDataModule(BenchmarkDataModule):
                 f"set data.shots and data.split_seed to one of them"
             )
         # Read relative, then root the paths where the first image really is.
-        samples = read_list_file(path, self.num_classes, base_dir="", layout_hint=self.layout)
+        samples = read_list_file(
+            path,
+            self.num_classes,
+            base_dir="",
+            layout_hint=self.layout,
+            label_advice=self.label_advice(),
+        )
         base = self.image_base(self.task_dir, str(samples[0][0]), ("images", "."))
         return [(base / relative, label) for relative, label in samples]
 

@@ -2,14 +2,18 @@
 
 `<root>/fgvc/<dataset>/{train,val,test}.json`, each `{"relative/path.jpg": label id}` with paths
 relative to the dataset's image folder (`images/` for CUB and NABirds, `Images/` for Stanford
-Dogs, the dataset folder itself for Flowers and Cars; found automatically). Label ids are the
-datasets' own (e.g. CUB 1..200); as in VPT they are mapped to 0..C-1 in the sorted order of the
-ids in train.json. Protocols: tune trains on train.json and validates on val.json; final trains
-on both and tests on test.json. Views as in VPT: random 224 crop + flip of the image resized to
-256 on its shorter side for training, the central 224 crop for evaluation.
+Dogs, the dataset folder itself for Flowers and Cars; found automatically). The dataset folder
+may have the project's name or the archive's name VPT uses (`CUB_200_2011`, `OxfordFlower`, ...;
+``src.data.tables.TASK_FOLDERS``). Label ids are the datasets' own (e.g. CUB 1..200), written as
+integers or as zero-padded strings ("132"); as in VPT they are mapped to 0..C-1 in the sorted
+order of the ids in train.json. Protocols: tune trains on train.json and validates on val.json;
+final trains on both and tests on test.json. Views as in VPT: random 224 crop + flip of the image
+resized to 256 on its shorter side for training, the central 224 crop for evaluation.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from src.data.base import BenchmarkDataModule
 from src.data.images import Sample
@@ -17,13 +21,6 @@ from src.data.lists import read_json_split
 from src.data.tables import FGVC_TASKS
 from src.errors import UserError
 
-# The folder names of VPT's data preparation, accepted beside the task names.
-_FOLDER_ALIASES = {
-    "cub": ("CUB_200_2011",),
-    "oxford_flowers": ("OxfordFlower",),
-    "stanford_dogs": ("Stanford-dogs",),
-    "stanford_cars": ("Stanford-cars",),
-}
 _IMAGE_FOLDERS = ("images", "Images", ".")
 
 LAYOUT = (
@@ -37,7 +34,6 @@ class FGVCDataModule(BenchmarkDataModule):
 
     benchmark = "fgvc"
     display = "FGVC"
-    container = "fgvc"
     tasks = FGVC_TASKS
     layout = LAYOUT
     protocols = {"tune": "train.json -> val.json", "final": "train.json + val.json -> test.json"}
@@ -46,8 +42,9 @@ class FGVCDataModule(BenchmarkDataModule):
         super().__init__(*args, crop=crop, **kwargs)
         self._label_of: dict[int, int] | None = None
 
-    def task_folder_names(self) -> tuple[str, ...]:
-        return (self.task, *_FOLDER_ALIASES.get(self.task, ()))
+    @classmethod
+    def holds_task(cls, folder: Path) -> bool:
+        return (folder / "train.json").is_file()
 
     def splits(self) -> dict[str, str]:
         if self.protocol == "tune":

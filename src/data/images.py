@@ -60,7 +60,8 @@ def decode_image(path: str | Path, size: int, fit: str = "stretch") -> torch.Ten
             rgb = _fit(image.convert("RGB"), size, fit)
     except FileNotFoundError:
         raise UserError(
-            f"image {path} not found; restore it or remove its line from the list file"
+            f"image {path} not found; a list file names it: put the dataset's image there "
+            f"(or point data.root at the tree that has it; layouts: docs/data.md)"
         ) from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         # PIL signals unreadable/truncated files with OSError (UnidentifiedImageError) and

@@ -10,7 +10,12 @@ from src.data.images import Sample, one_line
 from src.errors import UserError
 
 LINE_FORM = "<relative/image/path> <integer label>"
-JSON_FORM = '{"relative/image/path": <integer label>, ...}'
+JSON_FORM = '{"relative/image/path": <integer label, or a string of digits such as "132">, ...}'
+
+
+def duplicate_lines(samples: list[Sample]) -> int:
+    """How many entries repeat an earlier (image, label) pair (0 for a clean list)."""
+    return len(samples) - len(set(samples))
 
 
 def read_text(path: Path) -> str:
@@ -32,12 +37,14 @@ def read_list_file(
     num_classes: int,
     base_dir: str | Path | None = None,
     layout_hint: str | None = None,
+    label_advice: str = "set data.num_classes to the real class count (the largest label + 1)",
 ) -> list[Sample]:
     """Parse a list file into (image path, label) pairs.
 
     Image paths are resolved against ``base_dir`` (default: the folder holding the list file,
     which is the task folder for VTAB-1k). ``layout_hint`` is appended to the "missing file"
-    error so callers can describe their benchmark's layout.
+    error so callers can describe their benchmark's layout; ``label_advice`` to a label outside
+    ``[0, num_classes)``.
     """
     path = Path(path)
     base = Path(base_dir) if base_dir is not None else path.parent
@@ -66,8 +73,7 @@ def read_list_file(
             ) from None
         if not 0 <= label < num_classes:
             raise UserError(
-                f"{path}:{number}: label {label} is outside [0, {num_classes}); "
-                f"fix the list file or set data.num_classes to the real class count"
+                f"{path}:{number}: label {label} is outside [0, {num_classes}); {label_advice}"
             )
         samples.append((base / relative, label))
     if not samples:
@@ -79,7 +85,10 @@ def read_json_split(path: str | Path, layout_hint: str) -> list[tuple[str, int]]
     """Parse one of VPT's FGVC split files into (relative image path, raw label id) pairs.
 
     Raw ids are those of the dataset's own annotation (e.g. 1..200 for CUB); the FGVC
-    datamodule maps them to 0..C-1 the way VPT does (sorted ids of the training split).
+    datamodule maps them to 0..C-1 the way VPT does (sorted ids of the training split). The
+    split files in circulation write them as JSON integers or as strings of digits, zero-padded
+    ("001", "132"); both are the integer they spell (so zero-padded strings sort as VPT sorts
+    them).
     """
     path = Path(path)
     if not path.is_file():
@@ -94,6 +103,8 @@ def read_json_split(path: str | Path, layout_hint: str) -> list[tuple[str, int]]
         raise UserError(f"{path} must be a non-empty JSON object; expected {JSON_FORM}")
     pairs = []
     for relative, label in table.items():
+        if isinstance(label, str) and label.strip().isdecimal():
+            label = int(label)
         if isinstance(label, bool) or not isinstance(label, int):
             raise UserError(
                 f"{path}: label {one_line(repr(label))} of '{one_line(relative)}' is not an "

@@ -160,8 +160,8 @@ def write_domain_sets(
     img_size: int = 40,
     seed: int = 0,
 ) -> Path:
-    """NOAH's domain-generalisation layout under ``<root>/domain-adaptation/``: the source set
-    ``<task>`` (``images/train``, ``images/val``, a ``shots``-shot training list and
+    """This project's domain-shift tree (NOAH's file format) under ``<root>/domain-adaptation/``:
+    the source set ``<task>`` (``images/train``, ``images/val``, a ``shots``-shot training list and
     ``val_meta.list``) and the four shifted sets, whose ``-a``/``-r`` lists use only the
     ``subset`` classes (source-class ids, as ImageNet-A/-R use ImageNet-1K ids)."""
     base = Path(root) / "domain-adaptation"

@@ -1,12 +1,16 @@
 """VTAB-1k in the layout produced by NOAH's preparation script.
 
 `<root>/vtab-1k/<task>/{train800,val200,train800val200,test}.txt`, lines
-`images/<split>/000123.jpg <label>` relative to the task folder. VTAB resizes every image to
+`images/<split>/000123.jpg <label>` relative to the task folder (NOAH's get_vtab1k.py, the
+official PACE code). The task folders may also sit directly under the root, as in RepAdapter's
+prepared zip (`<root>/<task>/...`). VTAB resizes every image to
 224 x 224 and uses no augmentation (``crop=False``). A folder in the same layout that is not one
 of the 19 tasks works too, given ``data.num_classes``.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from src.data.base import BenchmarkDataModule
 from src.data.images import Sample
@@ -26,7 +30,8 @@ LIST_FILES = ("train800", "val200", "train800val200", "test")
 
 LAYOUT = (
     "<root>/vtab-1k/<task>/train800.txt, val200.txt, train800val200.txt, test.txt with lines "
-    "'images/<split>/000123.jpg <label>' (the layout produced by NOAH's VTAB-1k preparation)"
+    "'images/<split>/000123.jpg <label>' (NOAH's VTAB-1k preparation; RepAdapter's zip: "
+    "<root>/<task>/...)"
 )
 
 
@@ -35,7 +40,6 @@ class VTABDataModule(BenchmarkDataModule):
 
     benchmark = "vtab"
     display = "VTAB"
-    container = "vtab-1k"
     tasks = VTAB_TASKS
     layout = LAYOUT
     protocols = {"tune": "train800 -> val200", "final": "train800val200 -> test"}
@@ -43,10 +47,17 @@ class VTABDataModule(BenchmarkDataModule):
     # train800 of a 397-class task need not hold every class; that is VTAB's design.
     train_covers_all_classes = False
 
+    @classmethod
+    def holds_task(cls, folder: Path) -> bool:
+        return any((folder / f"{name}.txt").is_file() for name in LIST_FILES)
+
     def splits(self) -> dict[str, str]:
         return PROTOCOL_SPLITS[self.protocol]
 
     def read_split(self, split: str) -> list[Sample]:
         return read_list_file(
-            self.task_dir / f"{split}.txt", self.num_classes, layout_hint=self.layout
+            self.task_dir / f"{split}.txt",
+            self.num_classes,
+            layout_hint=self.layout,
+            label_advice=self.label_advice(),
         )
