@@ -202,11 +202,18 @@ class SameDataOrderOnResume(Callback):
       ``on_train_epoch_end`` again (without an epoch start or a batch before it), so the next
       epoch starts from a generator that has moved on. Restoring the checkpoint's random states
       at the replayed end undoes those draws.
+    - A checkpoint saved part-way through an epoch (a signal's stop, a SLURM requeue). The
+      resumed run builds its iterator after restoring the states (the uninterrupted run built
+      it at the epoch's start): the states are restored again at the first batch. It also skips
+      the sanity check, where the uninterrupted run built its persistent validation workers:
+      the draw of building them at the first validation is undone.
     """
 
     def __init__(self):
         self._epochs_started = 0
         self._rng_states: dict | None = None  # the checkpoint's, until the first epoch starts
+        # Resumed mid-epoch: the random states after each batch, until the first validation.
+        self._before_first_validation: dict | None = None
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         self._rng_states = checkpoint.get("rng_states")
@@ -216,9 +223,7 @@ class SameDataOrderOnResume(Callback):
 
         self._rng_states = None
         loader = getattr(trainer.fit_loop, "_combined_loader", None)
-        loaders = loader.flattened if loader is not None else []
-        persistent = any(getattr(dl, "persistent_workers", False) for dl in loaders)
-        if persistent and self._epochs_started > 0:
+        if _persistent(loader.flattened if loader is not None else []) and self._epochs_started:
             torch.empty((), dtype=torch.int64).random_()  # as DataLoader's iterator would
         self._epochs_started += 1
 
@@ -233,6 +238,23 @@ class SameDataOrderOnResume(Callback):
             restore_rng_states(self._rng_states)
             self._rng_states = None
             self._epochs_started += 1  # the resumed epoch counts as one this process started
+            self._before_first_validation = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._before_first_validation is not None:
+            from src.rng import capture_rng_states
+
+            self._before_first_validation = capture_rng_states()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # Resumed mid-epoch, Lightning skips the sanity check, where an uninterrupted run built
+        # the persistent validation workers (its draws undone by Lightning): this process builds
+        # them at its first validation, one draw the uninterrupted run did not make. Undo it.
+        states, self._before_first_validation = self._before_first_validation, None
+        if states and not trainer.sanity_checking and _persistent(trainer.val_dataloaders):
+            from src.rng import restore_rng_states
+
+            restore_rng_states(states)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # The checkpoint's states still held here: this process has started no epoch and trained
@@ -243,6 +265,12 @@ class SameDataOrderOnResume(Callback):
             restore_rng_states(self._rng_states)
             self._rng_states = None
             self._epochs_started += 1  # the replayed epoch counts as one this process started
+
+
+def _persistent(loaders) -> bool:
+    """Does any of these DataLoaders (one, a list, or None) keep its workers between epochs?"""
+    loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+    return any(getattr(dl, "persistent_workers", False) for dl in loaders)
 
 
 class RecordThreads(Callback):
