@@ -3,23 +3,52 @@ leaves a partial file there (never in $TMPDIR), which the next launch removes.""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 import src.checkpoints
 from src.checkpoints import AtomicCheckpointIO, remove_partial_checkpoints
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def test_a_checkpoint_is_written_beside_its_target_not_in_tmpdir(tmp_path, monkeypatch):
-    tmpdir = tmp_path / "tmp"
+
+# A child that saves one checkpoint and is killed (SIGKILL: no clean-up runs) the moment the
+# file is complete but not yet renamed into place: the worst moment for a kill.
+KILLED_WHILE_SAVING = """
+import os, signal, sys, torch
+from src.checkpoints import AtomicCheckpointIO
+os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+AtomicCheckpointIO().save_checkpoint({"w": torch.ones(1000)}, sys.argv[1])
+"""
+
+
+def test_a_kill_while_saving_leaves_the_partial_file_beside_its_target(tmp_path):
+    tmpdir, checkpoints = tmp_path / "tmp", tmp_path / "run" / "checkpoints"
     tmpdir.mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmpdir))
-    monkeypatch.setattr("tempfile.tempdir", None)  # re-read TMPDIR
+    checkpoints.mkdir(parents=True)
+    env = {**os.environ, "TMPDIR": str(tmpdir), "PYTHONPATH": str(ROOT)}
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_SAVING, str(checkpoints / "epoch000.ckpt")],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    assert list(tmpdir.iterdir()) == []  # Lightning's own writer staged it here
+    (partial,) = checkpoints.iterdir()
+    assert partial.name == f".epoch000.ckpt.partial-{partial.name.rsplit('-', 1)[1]}"
+    assert remove_partial_checkpoints(checkpoints) == [partial] and not partial.exists()
+
+
+def test_a_checkpoint_is_renamed_into_place(tmp_path):
     target = tmp_path / "run" / "checkpoints" / "epoch000.ckpt"
     AtomicCheckpointIO().save_checkpoint({"w": torch.ones(3)}, target)
     assert torch.load(target)["w"].tolist() == [1.0, 1.0, 1.0]
     assert [p.name for p in target.parent.iterdir()] == ["epoch000.ckpt"]
-    assert list(tmpdir.iterdir()) == []
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial(tmp_path, monkeypatch):
