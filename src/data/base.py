@@ -301,6 +301,12 @@ class BenchmarkDataModule(L.LightningDataModule):
         if self._train_order is not None:  # the checkpoint's, for the first loader after it
             sampler.resume(self._train_order["seed"], self._train_order["samples_done"])
             self._train_order = None
+            if self.crop:
+                log.warning(
+                    "resuming part-way through an epoch: its remaining batches come in the same "
+                    "order, but their random crops differ from an uninterrupted run's (they are "
+                    "drawn as batches load, ahead of training); the run is not bit-identical"
+                )
         self._train_loader = ResumableLoader(
             dataset, sampler=sampler, batches_done=self._batches_done, **options
         )
