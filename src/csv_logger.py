@@ -2,8 +2,9 @@
 
 Lightning's CSVLogger deletes ``metrics.csv`` when its folder already holds one, so a resumed
 run kept only the epochs after the resume. :class:`ResumableCSVLogger` keeps the earlier
-launches' rows and appends; rows of an epoch the resume trains again (the one a crash or a
-signal interrupted) are replaced by the new ones, so the file ends as an uninterrupted run's.
+launches' rows and appends; rows of the steps the resume trains again (those after the
+checkpoint a crash or a signal left) are replaced by the new ones, so the file ends as an
+uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ class AppendingExperimentWriter(ExperimentWriter):
 
     def save(self) -> None:
         if self._earlier is not None and self.metrics:
-            epochs = [float(m["epoch"]) for m in self.metrics if m.get("epoch") is not None]
-            if epochs:
-                first = min(epochs)
-                kept = [r for r in self._earlier if not r.get("epoch") or float(r["epoch"]) < first]
+            # By step: a run resumed part-way through an epoch keeps that epoch's earlier rows.
+            steps = [float(m["step"]) for m in self.metrics if m.get("step") is not None]
+            if steps:
+                first = min(steps)
+                kept = [r for r in self._earlier if not r.get("step") or float(r["step"]) < first]
                 if len(kept) < len(self._earlier):
                     self._replace_file(kept)
             self._earlier = None

@@ -40,6 +40,8 @@ class EpochSummary(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         # Not on_fit_start: Lightning restores the loop's epoch from a checkpoint after that hook.
+        # Resumed mid-epoch, Lightning skips on_train_epoch_start: time the epoch from here.
+        self._started = time.perf_counter()
         if not self.path.is_file() or trainer.global_step == 0:
             return
         with self.path.open() as f:
@@ -48,8 +50,6 @@ class EpochSummary(Callback):
         self._written_before = next(
             (row for row in written if int(row["epoch"]) == trainer.current_epoch), None
         )
-        # Resumed mid-epoch, Lightning skips on_train_epoch_start: time the epoch from here.
-        self._started = time.perf_counter()
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._started = time.perf_counter()

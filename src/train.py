@@ -124,7 +124,14 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     begin_run(launch, cfg)
     prepare_wandb(cfg)
     prepare_ddp_for_this_job(output_dir)
-    from src.checkpoints import RequeueSignalInStages, SameDataOrderOnResume, SignalsStopTraining
+    from src.checkpoints import (
+        AtomicCheckpointIO,
+        RecordThreads,
+        RequeueSignalInStages,
+        SameDataOrderOnResume,
+        SignalsStopTraining,
+        remove_partial_checkpoints,
+    )
 
     trainer = hydra.utils.instantiate(
         cfg.trainer,
@@ -135,8 +142,12 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
             SignalsStopTraining(),
             RequeueSignalInStages(),  # after SignalsStopTraining
             SameDataOrderOnResume(),
+            RecordThreads(),
         ],
+        plugins=[AtomicCheckpointIO()],
     )
+    if trainer.is_global_zero:  # what a run killed while saving left
+        remove_partial_checkpoints(output_dir, output_dir / "checkpoints")
     log_run_config(trainer.loggers, cfg, origin_hyperparameters(origin))
 
     metrics: dict[str, float] = {}
@@ -289,12 +300,17 @@ def interruptions_explained(trainer, output_dir: Path):
 
 def what_was_saved(output_dir: Path, epoch: int) -> str:
     """The newest checkpoint a stopped run left: the one Lightning saved when SLURM asked for a
-    requeue (the requeued job resumes from it by itself), else the last epoch's."""
+    requeue (the requeued job resumes from it by itself), else the one saved at the stop
+    (part-way through an epoch), else the last epoch's."""
+    from src.checkpoints import STOPPED_NAME
+
     last = output_dir / "checkpoints" / "last.ckpt"
     requeues = sorted(output_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: p.stat().st_mtime)
     last_time = last.stat().st_mtime if last.exists() else float("-inf")
     if requeues and requeues[-1].stat().st_mtime >= last_time:
         return f"{requeues[-1]} was saved for SLURM's requeue, and the requeued job resumes from it"
+    if last.exists() and last.resolve().name == STOPPED_NAME:
+        return f"{last} holds the run as it stopped, part-way through epoch {epoch + 1}"
     if last.exists():
         return f"{last} holds the end of epoch {epoch}"
     return "no epoch had finished, nothing was saved"
@@ -347,6 +363,30 @@ def _processes_per_node(cfg: DictConfig) -> int:
     return 1
 
 
+def use_cpu_threads(cfg: DictConfig, launch: Launch) -> None:
+    """Give torch the run's thread count: the one its checkpoint recorded when it resumes
+    (the count changes the bits), else ``cpu_threads`` (src/threads.py)."""
+    from src.threads import set_cpu_threads, threads_for_run
+
+    setting = cfg.get("cpu_threads", "auto")
+    threads, warning = threads_for_run(
+        setting, _processes_per_node(cfg), deterministic_setting(cfg), launch.ckpt_path
+    )
+    set_cpu_threads(threads)
+    if warning:
+        say(warning)
+    log.info("torch uses %d CPU thread(s) (cpu_threads=%s)", threads, setting)
+
+
+def deterministic_setting(cfg: DictConfig) -> bool:
+    value = cfg.get("deterministic", False)
+    if not isinstance(value, bool):
+        from src.errors import UserError
+
+        raise UserError(f"deterministic must be true or false, got {value!r}")
+    return value
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
@@ -357,10 +397,7 @@ def main(cfg: DictConfig) -> float | None:
         launch = check_launch(cfg)  # before anything logs into the folder's train.log
         apply_extras(cfg)
         quiet_lightning_logs()
-        from src.threads import set_cpu_threads
-
-        threads = set_cpu_threads(cfg.get("cpu_threads", "auto"), _processes_per_node(cfg))
-        log.info("torch uses %d CPU thread(s) (cpu_threads=%s)", threads, cfg.get("cpu_threads"))
+        use_cpu_threads(cfg, launch)
         try:
             metrics = train(cfg, launch)
         except RunDiverged as diverged:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import lightning as L
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Sampler
 
 from src.data.images import CacheBudget, CachedImageDataset, Sample, build_dataset
 from src.data.lists import duplicate_lines
@@ -100,6 +101,8 @@ class BenchmarkDataModule(L.LightningDataModule):
         self._samples: dict[str, list[Sample]] = {}
         self._pixels: dict[str, CachedImageDataset] = {}
         self._views: dict[tuple[str, bool], CachedImageDataset] = {}
+        self._train_loader: ResumableLoader | None = None
+        self._train_order: dict | None = None  # a mid-epoch checkpoint's, until used
 
     # -------------------------------------------------------------------- subclass interface
     def splits(self) -> dict[str, str]:
@@ -327,16 +330,48 @@ class BenchmarkDataModule(L.LightningDataModule):
                 self.dataset(role)
 
     def _loader(self, dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
-        # No sampler here: under DDP Lightning swaps in a DistributedSampler itself.
-        return DataLoader(
-            dataset,
+        options = dict(
             batch_size=self.batch_size,
-            shuffle=shuffle,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if not shuffle or world > 1:
+            # Under DDP Lightning swaps in a DistributedSampler itself (resumes at epoch ends).
+            return DataLoader(dataset, shuffle=shuffle, **options)
+        sampler = EpochShuffle(len(dataset))
+        if self._train_order is not None:  # the checkpoint's, for the first loader after it
+            sampler.resume(self._train_order["seed"], self._train_order["samples_done"])
+            self._train_order = None
+            if self.crop:
+                log.warning(
+                    "resuming part-way through an epoch: its remaining batches come in the same "
+                    "order, but their random crops differ from an uninterrupted run's (they are "
+                    "drawn as batches load, ahead of training); the run is not bit-identical"
+                )
+        self._train_loader = ResumableLoader(
+            dataset, sampler=sampler, batches_done=self._batches_done, **options
+        )
+        return self._train_loader
+
+    def _batches_done(self) -> int | None:
+        """Training batches finished in the current epoch; None once the epoch has ended."""
+        trainer = self.trainer
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return done if done < trainer.num_training_batches else None
+
+    # Lightning saves a datamodule's state in every checkpoint and loads it before it builds
+    # the training loader (which it does while configuring the optimiser, before it restores
+    # its loops: the loader's own load_state_dict would come too late).
+    def state_dict(self) -> dict:
+        loader = getattr(self, "_train_loader", None)
+        order = loader.state_dict() if loader is not None else {}
+        return {"train_order": order} if order else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._train_order = state.get("train_order") or None
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
@@ -362,3 +397,56 @@ class BenchmarkDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader | list[DataLoader]:
         return self.test_dataloader()
+
+
+class EpochShuffle(Sampler[int]):
+    """A new random order every epoch that a run resumed part-way through an epoch continues.
+
+    Drawn as ``DataLoader(shuffle=True)`` draws it (one number from torch's global generator
+    seeds a permutation), so runs keep the data order they had before this class. A checkpoint
+    saved mid-epoch holds the epoch's seed and how many samples were trained on
+    (:class:`ResumableLoader`); the resumed run's first epoch is the rest of that order.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self.seed: int | None = None  # of the epoch being iterated
+        self._resume: tuple[int, int] | None = None  # (seed, samples done) from a checkpoint
+
+    def __len__(self) -> int:
+        return self.size  # the whole epoch, also when resumed: Lightning counts the batches done
+
+    def __iter__(self):
+        if self._resume is not None:
+            (self.seed, start), self._resume = self._resume, None
+        else:
+            self.seed, start = int(torch.empty((), dtype=torch.int64).random_().item()), 0
+        generator = torch.Generator()
+        generator.manual_seed(self.seed)
+        yield from torch.randperm(self.size, generator=generator).tolist()[start:]
+
+    def resume(self, seed: int, samples_done: int) -> None:
+        self._resume = (seed, samples_done)
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, whose :meth:`state_dict` (the epoch's seed and the samples trained
+    on) lets a mid-epoch resume train on the samples the stopped run had not reached, in the
+    same order. ``batches_done`` reports the current epoch's finished batches (None after its
+    end: a resume then starts a new epoch, nothing to skip). The datamodule saves and restores
+    the state; having both methods also tells Lightning that the loader resumes mid-epoch.
+    """
+
+    def __init__(self, *args, batches_done, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches_done = batches_done
+
+    def state_dict(self) -> dict:
+        done = self.batches_done()
+        if done is None or self.sampler.seed is None:
+            return {}
+        return {"seed": self.sampler.seed, "samples_done": done * self.batch_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing: Lightning calls this after the loader's iterator exists (see
+        ``BenchmarkDataModule.load_state_dict``, which restores the order in time)."""
