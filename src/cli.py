@@ -82,6 +82,7 @@ def run_entry(hydra_main, config_name: str) -> None:
     folder it cannot write) also end in one ``error:`` line and exit status 2."""
     # Hydra then re-raises errors instead of printing its own multi-line report and exit 1.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    sys.argv = [sys.argv[0], *flags_first(sys.argv[1:])]
     try:
         hydra_main()
     except BrokenPipeError:
@@ -94,6 +95,17 @@ def run_entry(hydra_main, config_name: str) -> None:
             raise
         print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
+
+
+# Hydra's flags that take no value: argparse accepts them only before the overrides.
+_SWITCHES = ("-m", "--multirun", "-r", "--run", "--resolve")
+
+
+def flags_first(arguments: list[str]) -> list[str]:
+    """``key=value -m key=value`` as ``-m key=value key=value``: argparse stops reading the
+    overrides at a flag and refuses those after it ("unrecognized arguments", a usage dump)."""
+    switches = [a for a in arguments if a in _SWITCHES]
+    return switches + [a for a in arguments if a not in _SWITCHES]
 
 
 # OS errors a user fixes (permissions, a read-only filesystem), not the code.

@@ -393,4 +393,21 @@ def forget_unused_folder(folder: Path, up_to: Path | None = None):
                         break
                     if up_to is None or empty == up_to:
                         break
+            forget_unused_sweep(folder.parent)
         raise
+
+
+def forget_unused_sweep(sweep: Path) -> None:
+    """Remove a multirun's folder when the refused job was its only one: nothing but the
+    ``multirun.yaml`` Hydra wrote before launching is left in it."""
+    if not in_multirun() or sweep.resolve() != Path(_hydra_sweep_dir()).resolve():
+        return
+    if [p.name for p in sweep.iterdir()] == ["multirun.yaml"]:
+        (sweep / "multirun.yaml").unlink()
+        sweep.rmdir()
+
+
+def _hydra_sweep_dir() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().sweep.dir

@@ -36,7 +36,7 @@ from src.cli import (
     to_float_dict,
     write_json,
 )
-from src.config import unread_appended_keys, validate_train_config
+from src.config import refuse_unread_keys, validate_train_config
 from src.extras import apply_extras
 from src.launch import drop_requeue_checkpoints, hold_requeue_signal, prepare_ddp_for_this_job
 from src.loggers import log_run_config
@@ -77,20 +77,13 @@ def build_finetuner(cfg: DictConfig, num_classes: int) -> FineTuner:
 
 
 def check_launch(cfg: DictConfig) -> Launch:
-    """Everything checked before a launch writes: the config's values, then its run folder."""
-    validate_train_config(cfg)
-    return prepare_run_folder(cfg)
-
-
-def warn_unread_keys(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
+    """Everything checked before a launch writes: the config's keys and values, then its run
+    folder."""
     from src.hydra_errors import config_groups
 
-    if HydraConfig.initialized():
-        typed = list(HydraConfig.get().overrides.task)
-        for warning in unread_appended_keys(typed, cfg, config_groups()):
-            say(warning)
+    refuse_unread_keys(cfg, config_groups())
+    validate_train_config(cfg)
+    return prepare_run_folder(cfg)
 
 
 def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
@@ -321,7 +314,6 @@ def main(cfg: DictConfig) -> float | None:
     hold_requeue_signal()  # under SLURM: until training starts, before any thread does
     say(f"run folder: {cfg.paths.output_dir}")
     with forget_unused_folder(Path(cfg.paths.output_dir)):  # a refused launch leaves no folder
-        warn_unread_keys(cfg)
         launch = check_launch(cfg)  # before anything logs into the folder's train.log
         apply_extras(cfg)
         quiet_lightning_logs()

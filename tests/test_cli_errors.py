@@ -51,6 +51,10 @@ CASES = [
     (TRAIN, "adapter.rank=abc", ["adapter.rank=abc", "could not be converted to Integer"]),
     (TRAIN, "sigma=[", ["cannot parse the override"]),
     (TRAIN, "+sigma=1", ["sigma exists already"]),
+    # a key added with '+' that nothing reads: it would train with the default
+    (TRAIN, "+sigam=0.1", ["+sigam=0.1 adds a key that nothing reads; did you mean sigma?"]),
+    (TRAIN, "-m +sigam=0.1 sigma=0.1,0.2", ["+sigam=0.1 adds a key that nothing reads"]),
+    pytest.param(TRAIN, "+trainer.max_epochs2=1", ["did you mean trainer.max_epochs?"], marks=slow),
     (TRAIN, "ckpt_path={tmp}/missing.ckpt", ["missing.ckpt does not exist"]),
     # run folders that hold a run: refused, untouched
     pytest.param(TRAIN, "hydra.run.dir={finished}", ["holds a finished run"], marks=slow),
@@ -88,9 +92,7 @@ CASES = [
     (EVAL, "", ["run_dir is required"]),
     (EVAL, "run_dir={tmp}/nowhere", ["is not a training run folder"]),
     (EVAL, "run_dir={finished} foo=1", ["unknown key 'foo'"]),
-    pytest.param(
-        EVAL, "run_dir={bad_adapter}", ["is not a readable safetensors file"], marks=slow
-    ),
+    pytest.param(EVAL, "run_dir={bad_adapter}", ["is not a readable safetensors file"], marks=slow),
     pytest.param(
         EVAL, "run_dir={finished} data.protocol=bogus", ["unknown VTAB protocol"], marks=slow
     ),
