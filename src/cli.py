@@ -83,6 +83,9 @@ def run_entry(hydra_main, config_name: str) -> None:
     # Hydra then re-raises errors instead of printing its own multi-line report and exit 1.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     sys.argv = [sys.argv[0], *flags_first(sys.argv[1:])]
+    from src.launch import explain_srun_once
+
+    explain_srun_once()
     try:
         hydra_main()
     except BrokenPipeError:

@@ -13,8 +13,10 @@ sweep point in the same folder and resumes from that checkpoint. Re-running a sw
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 # What Lightning's process launcher leaves in the environment of rank 0 for its children.
@@ -81,3 +83,25 @@ def hold_requeue_signal() -> None:
     """
     if "SLURM_JOB_ID" in os.environ:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+
+
+def explain_srun_once() -> None:
+    """Lightning's "The `srun` command is available on your system but is not used" (printed on
+    every machine with SLURM installed, several times per run) becomes one line of this project's
+    own advice, and only inside a SLURM job that was not started by srun; elsewhere (a login node,
+    a laptop with SLURM installed) nothing: the run is simply a local one."""
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available on your system")
+    if shutil.which("srun") is None or "SLURM_JOB_ID" not in os.environ:
+        return
+    # Lightning's own test for "started by srun"; SLURM_JOB_NAME=bash|interactive is its way
+    # to say "an allocation I start processes in by hand".
+    interactive = os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive")
+    if "SLURM_NTASKS" in os.environ or interactive:
+        return
+    from src.cli import say
+
+    say(
+        f"note: this runs inside SLURM job {os.environ['SLURM_JOB_ID']} without srun, as a "
+        "plain local process (no requeue near the time limit); to run on SLURM, add "
+        "hydra/launcher=slurm -m (one job per sweep point, requeued and resumed)"
+    )
