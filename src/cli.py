@@ -111,8 +111,36 @@ def flags_first(arguments: list[str]) -> list[str]:
     return switches + [a for a in arguments if a not in _SWITCHES]
 
 
-# OS errors a user fixes (permissions, a read-only filesystem), not the code.
+# OS errors a user fixes (permissions, a read-only filesystem, a file where a folder should
+# be, a full disk), not the code.
 ACCESS_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS)
+PATH_ERRORS = (*ACCESS_ERRORS, errno.ENOTDIR, errno.ENOSPC, errno.EDQUOT)
+
+
+def find_path_error(err: BaseException | None) -> OSError | None:
+    """The OSError about a path behind ``err`` (Hydra wraps the one that stopped it from
+    opening train.log or making the run folder)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.filename and err.errno in PATH_ERRORS:
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def describe_path_error(err: OSError) -> str:
+    path = Path(err.filename)
+    if err.errno == errno.ENOTDIR:
+        blocking = next((p for p in [path, *path.parents] if p.is_file()), path)
+        return (
+            f"cannot create {path}: {blocking} is a file, not a folder; choose another folder "
+            "with hydra.run.dir=..."
+        )
+    return (
+        f"cannot write {path} ({err.strerror}); make the folder writable or choose another "
+        "with hydra.run.dir=..."
+    )
 
 
 def one_line_error(err: BaseException, config_name: str = "train") -> str | None:
@@ -126,11 +154,9 @@ def one_line_error(err: BaseException, config_name: str = "train") -> str | None
         from src.slurm_jobs import describe_lost_job
 
         return describe_lost_job(str(err))
-    if isinstance(err, OSError) and err.filename and err.errno in ACCESS_ERRORS:
-        return (
-            f"cannot write {err.filename} ({err.strerror}); make the folder writable or "
-            "choose another with hydra.run.dir=..."
-        )
+    path_error = find_path_error(err)
+    if path_error is not None:
+        return describe_path_error(path_error)
     return describe(err, config_name)
 
 
