@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,10 +85,16 @@ def run_entry(hydra_main, config_name: str) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     sys.argv = [sys.argv[0], *flags_first(sys.argv[1:])]
     from src.launch import explain_srun_once
+    from src.stopping import StopRequested, describe_early_stop, entry_started
 
     explain_srun_once()
+    entry_started()  # a signal now unwinds the launch (its folder is forgotten) to here
     try:
         hydra_main()
+    except (StopRequested, KeyboardInterrupt) as stop:  # while Hydra composes, before main
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"interrupted: {describe_early_stop(signum, None, None)}", file=sys.stderr)
+        sys.exit(128 + signum)
     except BrokenPipeError:
         # The reader went away (`--help | head`): quiet, with the status a shell gives SIGPIPE.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -6,6 +6,11 @@ python -m src.eval run_dir=... data.protocol=tune          # accuracy on val200 
 
 from __future__ import annotations
 
+# ruff: noqa: E402  (the signal handlers come before every other import)
+from src.stopping import stop_cleanly_on_signals
+
+stop_cleanly_on_signals()  # a signal while the rest imports ends in one line, not a traceback
+
 import logging
 from pathlib import Path
 

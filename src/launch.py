@@ -68,21 +68,22 @@ def drop_requeue_checkpoints(trainer, run_dir: str | Path) -> None:
 
 
 def hold_requeue_signal() -> None:
-    """Under SLURM, keep SIGUSR1 pending (blocked) until a Trainer stage can act on it.
+    """Keep SIGUSR1 pending (blocked) until a Trainer stage can act on it.
 
     SLURM sends the requeue signal once, ``signal_delay_s`` before the time limit. Lightning's
     handler (save ``hpc_ckpt_<n>.ckpt``, ``scontrol requeue``) is installed only while a Trainer
-    stage runs; before that (imports, data decoding, adapter calibration, restoring a checkpoint)
-    and after it (saving the weights, results.json) the signal's default action would end the
-    process: no checkpoint, no requeue, and no result for the launcher waiting on the login
-    node. Held, the signal waits for :class:`src.checkpoints.RequeueSignalInStages` to let it
-    through.
+    stage runs, and so is :class:`src.checkpoints.SignalsStopTraining`'s (stop at a batch
+    boundary) without SLURM; before that (imports, data decoding, adapter calibration, restoring
+    a checkpoint) and after it (saving the weights, results.json) the signal's default action
+    would end the process: no checkpoint, no requeue, and no result for the launcher waiting on
+    the login node. Held, the signal waits for :class:`src.checkpoints.RequeueSignalInStages` to
+    let it through; one that comes after training is never let through (the run is finishing).
 
-    Call this before any thread starts: a thread that does not block SIGUSR1 would receive it.
-    Threads and processes started later (DataLoader workers, ``scontrol``) inherit the mask.
+    Called on the entry's first line (:func:`src.stopping.stop_cleanly_on_signals`), before any
+    thread starts: a thread that does not block SIGUSR1 would receive it. Threads and processes
+    started later (DataLoader workers, ``scontrol``) inherit the mask.
     """
-    if "SLURM_JOB_ID" in os.environ:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 
 
 def explain_srun_once() -> None:
