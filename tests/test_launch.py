@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,9 +148,11 @@ def wait_for(proc: subprocess.Popen, moment: str) -> str:
     if moment == "entry":  # the entry's first line ran: Hydra, OmegaConf still importing
         while not handles(proc.pid, signal.SIGTERM):
             assert proc.poll() is None
+            time.sleep(0.002)
     elif moment == "torch":  # main() runs and imports torch
         while not has_loaded(proc.pid, "libtorch"):
             assert proc.poll() is None
+            time.sleep(0.01)
     elif moment == "data":  # the datamodule has read its lists; setup decodes the images next
         for line in proc.stderr:
             seen += line
@@ -198,13 +201,15 @@ def test_dataloader_workers_neither_swallow_nor_die_from_a_group_signal(tmp_path
         tmp_path, "trainer.max_epochs=50", "data.num_workers=1", "hydra.run.dir="
         f"{tmp_path / 'run'}", start_new_session=True,
     )  # fmt: skip
-    for line in proc.stdout:  # one line per epoch when piped
+    for line in proc.stdout:  # one line per epoch when piped: training has begun
         if line.startswith("epoch 1/50"):
             break
-    workers = [
-        int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-    ]
-    assert workers, "no DataLoader worker process"
+    workers: list[int] = []
+    while not workers:  # an epoch's loader starts its worker: signal while it serves batches
+        assert proc.poll() is None
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        workers = [int(pid) for pid in children]
+        time.sleep(0.01)
     os.killpg(proc.pid, signum)
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 128 + signum, err[-3000:]
