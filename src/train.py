@@ -16,7 +16,8 @@ from __future__ import annotations
 # ruff: noqa: E402  (the signal handlers come before every other import, see below)
 from src.stopping import stop_cleanly_on_signals
 
-stop_cleanly_on_signals()  # first: a signal while the rest imports ends in one line, not a trace
+if __name__ == "__main__":  # the entry itself (and each DDP rank); an import changes nothing
+    stop_cleanly_on_signals()  # first: a signal while the rest imports is one line, no trace
 
 import contextlib
 import logging

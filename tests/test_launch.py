@@ -19,13 +19,16 @@ REPO = Path(__file__).resolve().parents[1]
 # In a process of its own: the signal mask and handlers are process state.
 HELD_UNTIL_TRAINING = """
 import os, signal
-import src.train  # the entry holds the signal on its first line, before any import
+import src.train  # what the entry imports: `python -m src.train` holds the signal first
 
 # A thread that does not block SIGUSR1 would receive it (torch's import starts one): the entry
 # holds it before any thread exists, and every later thread inherits the mask.
 assert os.listdir("/proc/self/task") == [str(os.getpid())], "importing src.train starts a thread"
 blocked = lambda: signal.SIGUSR1 in signal.pthread_sigmask(signal.SIG_BLOCK, [])
-assert blocked(), "not held from the entry's import"
+assert not blocked(), "an import (a test, a notebook) must not change the process' signals"
+from src.stopping import stop_cleanly_on_signals
+stop_cleanly_on_signals()  # the entry's first line
+assert blocked()
 
 from src.checkpoints import RequeueSignalInStages  # torch, Lightning: threads that inherit it
 
