@@ -132,7 +132,7 @@ def start_run(tmp_path: Path, *extra: str, **popen) -> subprocess.Popen:
     args = [
         sys.executable, "-m", "src.train", "debug=tiny", f"data.root={tmp_path / 'data'}",
         "data.task=toy", "data.num_classes=4", "extras.print_config=false",
-        "callbacks.progress_bar=null", f"paths.log_dir={tmp_path / 'logs'}", *extra,
+        f"paths.log_dir={tmp_path / 'logs'}", *extra,  # the progress bar: one line per epoch
     ]  # fmt: skip
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")},
