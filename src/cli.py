@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,18 @@ def run_entry(hydra_main, config_name: str) -> None:
     folder it cannot write) also end in one ``error:`` line and exit status 2."""
     # Hydra then re-raises errors instead of printing its own multi-line report and exit 1.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    sys.argv = [sys.argv[0], *flags_first(sys.argv[1:])]
+    from src.launch import explain_srun_once
+    from src.stopping import StopRequested, describe_early_stop, entry_started
+
+    explain_srun_once()
+    entry_started()  # a signal now unwinds the launch (its folder is forgotten) to here
     try:
         hydra_main()
+    except (StopRequested, KeyboardInterrupt) as stop:  # while Hydra composes, before main
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"interrupted: {describe_early_stop(signum, None, None)}", file=sys.stderr)
+        sys.exit(128 + signum)
     except BrokenPipeError:
         # The reader went away (`--help | head`): quiet, with the status a shell gives SIGPIPE.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -96,8 +107,47 @@ def run_entry(hydra_main, config_name: str) -> None:
         sys.exit(2)
 
 
-# OS errors a user fixes (permissions, a read-only filesystem), not the code.
+# Hydra's flags that take no value: argparse accepts them only before the overrides.
+_SWITCHES = ("-m", "--multirun", "-r", "--run", "--resolve")
+
+
+def flags_first(arguments: list[str]) -> list[str]:
+    """``key=value -m key=value`` as ``-m key=value key=value``: argparse stops reading the
+    overrides at a flag and refuses those after it ("unrecognized arguments", a usage dump)."""
+    switches = [a for a in arguments if a in _SWITCHES]
+    return switches + [a for a in arguments if a not in _SWITCHES]
+
+
+# OS errors a user fixes (permissions, a read-only filesystem, a file where a folder should
+# be, a full disk), not the code.
 ACCESS_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS)
+PATH_ERRORS = (*ACCESS_ERRORS, errno.ENOTDIR, errno.ENOSPC, errno.EDQUOT)
+
+
+def find_path_error(err: BaseException | None) -> OSError | None:
+    """The OSError about a path behind ``err`` (Hydra wraps the one that stopped it from
+    opening train.log or making the run folder)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.filename and err.errno in PATH_ERRORS:
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def describe_path_error(err: OSError) -> str:
+    path = Path(err.filename)
+    if err.errno == errno.ENOTDIR:
+        blocking = next((p for p in [path, *path.parents] if p.is_file()), path)
+        return (
+            f"cannot create {path}: {blocking} is a file, not a folder; choose another folder "
+            "with hydra.run.dir=..."
+        )
+    return (
+        f"cannot write {path} ({err.strerror}); make the folder writable or choose another "
+        "with hydra.run.dir=..."
+    )
 
 
 def one_line_error(err: BaseException, config_name: str = "train") -> str | None:
@@ -111,11 +161,9 @@ def one_line_error(err: BaseException, config_name: str = "train") -> str | None
         from src.slurm_jobs import describe_lost_job
 
         return describe_lost_job(str(err))
-    if isinstance(err, OSError) and err.filename and err.errno in ACCESS_ERRORS:
-        return (
-            f"cannot write {err.filename} ({err.strerror}); make the folder writable or "
-            "choose another with hydra.run.dir=..."
-        )
+    path_error = find_path_error(err)
+    if path_error is not None:
+        return describe_path_error(path_error)
     return describe(err, config_name)
 
 

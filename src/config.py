@@ -219,18 +219,22 @@ def validate_train_config(cfg: DictConfig) -> None:
 
 
 # ------------------------------------------------------------------ keys given but never read
-# Sub-trees passed whole to a constructor: a key added there reaches it (and a wrong one fails).
+# Sub-trees passed whole to a function as keyword arguments: a key added there reaches it (and a
+# wrong one fails there). Nodes with a ``_target_`` are passed whole to their target too.
 READ_WHOLE = (
-    "data",
-    "trainer",
     "optim",
     "pace",
     "diagnostics",
+    "trainer",
     "callbacks",
     "logger",
     "hydra",
     "backbone.kwargs",
 )
+
+# `${a.b}` or `${oc.select:a.b,default}`: the keys an interpolation reads.
+_INTERPOLATION = re.compile(r"\$\{([^${}]*)\}")
+_KEY = re.compile(r"[A-Za-z_][\w]*(?:\.[\w]+)*")
 
 
 def closest_key(key: str, candidates) -> str | None:
@@ -259,22 +263,101 @@ def dotted_keys(cfg: DictConfig) -> list[str]:
     return keys
 
 
-def unread_appended_keys(overrides: list[str], cfg: DictConfig, groups) -> list[str]:
-    """Warnings for ``+key=value`` overrides that add a key no code reads (e.g. ``+sigam=0.5``)."""
-    warnings = []
+def interpolated_keys(*configs: DictConfig | None) -> set[str]:
+    """The keys that interpolations anywhere in ``configs`` read (unresolved: nothing runs), e.g.
+    ``slurm.partition`` from hydra/launcher=slurm's ``${oc.select:slurm.partition,null}``."""
+    found: set[str] = set()
+
+    def walk(node) -> None:
+        for key in node if OmegaConf.is_dict(node) else range(len(node)):
+            child = node._get_node(key)
+            if OmegaConf.is_config(child) and not (child._is_none() or child._is_missing()):
+                if not child._is_interpolation():
+                    walk(child)
+                    continue
+            raw = child._value()
+            if isinstance(raw, str) and "${" in raw:
+                found.update(filter(None, map(_read_key, _INTERPOLATION.findall(raw))))
+
+    for cfg in configs:
+        if cfg is not None:
+            walk(cfg)
+    return found
+
+
+def _read_key(body: str) -> str | None:
+    """The key one innermost interpolation reads: ``a.b``, ``oc.select:a.b,default`` or
+    ``hydra:job.num``; other resolvers (``now:%H``, ``cwd:``) read no key."""
+    resolver, colon, argument = body.partition(":")
+    if not colon:
+        key = body.strip().lstrip(".")
+    elif resolver == "oc.select":
+        key = argument.split(",", 1)[0].strip()
+    elif resolver == "hydra":
+        key = f"hydra.{argument.strip()}"
+    else:
+        return None
+    return key if _KEY.fullmatch(key) else None
+
+
+def _has_target_above(cfg: DictConfig, key: str) -> bool:
+    """A node above ``key`` has a ``_target_``: instantiate() passes it all its keys."""
+    parts = key.split(".")
+    for depth in range(1, len(parts)):
+        node = OmegaConf.select(cfg, ".".join(parts[:depth]), default=None)
+        if OmegaConf.is_dict(node) and "_target_" in node:
+            return True
+    return False
+
+
+def _is_read(key: str, cfg: DictConfig, groups, interpolated: set[str]) -> bool:
+    if key.split("/")[0] in groups:  # `+experiment=demo`: a config group option
+        return True
+    if any(key == k or key.startswith(k + ".") for k in READ_WHOLE):
+        return True
+    if _has_target_above(cfg, key):
+        return True
+    # Read by an interpolation: the key itself, a sub-tree that holds it, or a key inside it.
+    return any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in interpolated)
+
+
+def unread_appended_keys(
+    overrides: list[str], cfg: DictConfig, groups, hydra_cfg: DictConfig | None = None
+) -> list[str]:
+    """One problem per ``+key=value`` override that adds a key nothing reads (``+sigam=0.5``
+    trains with the default sigma): no component is given it and no interpolation uses it."""
+    interpolated = interpolated_keys(cfg, hydra_cfg)
+    problems = []
     for override in overrides:
         if not override.startswith("+") or override.startswith("++") or "=" not in override:
             continue
-        key = override[1:].split("=", 1)[0]
-        if key.split("/")[0] in groups or any(
-            key == k or key.startswith(k + ".") for k in READ_WHOLE
-        ):
+        key, value = override[1:].split("=", 1)
+        if _is_read(key, cfg, groups, interpolated):
             continue
-        known = [k for k in dotted_keys(cfg) if k != key and not k.startswith(key + ".")]
+        added = {key, *(key.rsplit(".", n)[0] for n in range(1, key.count(".") + 1))}
+        known = [k for k in dotted_keys(cfg) if k not in added and not k.startswith(key + ".")]
         near = closest_key(key, known)
-        hint = f"; did you mean {near}? (set it without '+': {near}=...)" if near else ""
-        warnings.append(f"WARNING: {override} adds a key that nothing reads{hint}")
-    return warnings
+        hint = (
+            f"; did you mean {near}? (set it without '+': {near}={value})"
+            if near
+            else ("; remove it (python -m src.train --cfg job lists every key)")
+        )
+        problems.append(f"{override} adds a key that nothing reads{hint}")
+    return problems
+
+
+def refuse_unread_keys(cfg: DictConfig, groups) -> None:
+    """Raise one UserError for every appended key that nothing reads (the overrides typed for
+    this Hydra run or job; nothing to check outside one)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    problems = unread_appended_keys(list(hydra_cfg.overrides.task), cfg, groups, hydra_cfg)
+    if problems:
+        raise UserError("; ".join(problems))
+
 
 def _mkdir(path: str) -> str:
     os.makedirs(path, exist_ok=True)

@@ -6,6 +6,12 @@ python -m src.eval run_dir=... data.protocol=tune          # accuracy on val200 
 
 from __future__ import annotations
 
+# ruff: noqa: E402  (the signal handlers come before every other import)
+from src.stopping import stop_cleanly_on_signals
+
+if __name__ == "__main__":  # the entry itself (and each DDP rank); an import changes nothing
+    stop_cleanly_on_signals()  # first: a signal while the rest imports is one line, no trace
+
 import logging
 from pathlib import Path
 

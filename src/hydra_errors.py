@@ -19,6 +19,8 @@ from hydra.errors import (
 )
 from omegaconf.errors import OmegaConfBaseException
 
+from src.config import closest_key
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # What to give for a required key, by key.
@@ -62,8 +64,6 @@ def _sentence(*parts: str | None) -> str:
 
 
 def _did_you_mean(name: str, candidates) -> str | None:
-    from src.config import closest_key
-
     near = closest_key(name, candidates)
     return f"did you mean {near}?" if near else None
 
@@ -112,8 +112,22 @@ def _not_a_parameter(err: BaseException, message: str) -> str | None:
     argument = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
     where = target.group(1) if target else "its target"
     if node and argument:
-        return f"{node.group(1)}.{argument.group(1)} is not a parameter of {where}; remove it"
+        near = closest_key(argument.group(1), _parameters(where))
+        fix = f"did you mean {node.group(1)}.{near}?" if near else "remove it"
+        return f"{node.group(1)}.{argument.group(1)} is not a parameter of {where}; {fix}"
     return f"{_first_line(cause)} (config of {where})"
+
+
+def _parameters(target: str) -> list[str]:
+    """The keyword parameters of a ``_target_`` (already imported by the failed instantiate)."""
+    import inspect
+
+    from hydra._internal.utils import _locate
+
+    try:
+        return list(inspect.signature(_locate(target)).parameters)
+    except Exception:  # noqa: BLE001  (only a hint)
+        return []
 
 
 def _composition(err: BaseException, message: str, config_name: str) -> str:

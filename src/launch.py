@@ -13,8 +13,10 @@ sweep point in the same folder and resumes from that checkpoint. Re-running a sw
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 # What Lightning's process launcher leaves in the environment of rank 0 for its children.
@@ -66,18 +68,41 @@ def drop_requeue_checkpoints(trainer, run_dir: str | Path) -> None:
 
 
 def hold_requeue_signal() -> None:
-    """Under SLURM, keep SIGUSR1 pending (blocked) until a Trainer stage can act on it.
+    """Keep SIGUSR1 pending (blocked) until a Trainer stage can act on it.
 
     SLURM sends the requeue signal once, ``signal_delay_s`` before the time limit. Lightning's
     handler (save ``hpc_ckpt_<n>.ckpt``, ``scontrol requeue``) is installed only while a Trainer
-    stage runs; before that (imports, data decoding, adapter calibration, restoring a checkpoint)
-    and after it (saving the weights, results.json) the signal's default action would end the
-    process: no checkpoint, no requeue, and no result for the launcher waiting on the login
-    node. Held, the signal waits for :class:`src.checkpoints.RequeueSignalInStages` to let it
-    through.
+    stage runs, and so is :class:`src.checkpoints.SignalsStopTraining`'s (stop at a batch
+    boundary) without SLURM; before that (imports, data decoding, adapter calibration, restoring
+    a checkpoint) and after it (saving the weights, results.json) the signal's default action
+    would end the process: no checkpoint, no requeue, and no result for the launcher waiting on
+    the login node. Held, the signal waits for :class:`src.checkpoints.RequeueSignalInStages` to
+    let it through; one that comes after training is never let through (the run is finishing).
 
-    Call this before any thread starts: a thread that does not block SIGUSR1 would receive it.
-    Threads and processes started later (DataLoader workers, ``scontrol``) inherit the mask.
+    Called on the entry's first line (:func:`src.stopping.stop_cleanly_on_signals`), before any
+    thread starts: a thread that does not block SIGUSR1 would receive it. Threads and processes
+    started later (DataLoader workers, ``scontrol``) inherit the mask.
     """
-    if "SLURM_JOB_ID" in os.environ:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+
+
+def explain_srun_once() -> None:
+    """Lightning's "The `srun` command is available on your system but is not used" (printed on
+    every machine with SLURM installed, several times per run) becomes one line of this project's
+    own advice, and only inside a SLURM job that was not started by srun; elsewhere (a login node,
+    a laptop with SLURM installed) nothing: the run is simply a local one."""
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available on your system")
+    if shutil.which("srun") is None or "SLURM_JOB_ID" not in os.environ:
+        return
+    # Lightning's own test for "started by srun"; SLURM_JOB_NAME=bash|interactive is its way
+    # to say "an allocation I start processes in by hand".
+    interactive = os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive")
+    if "SLURM_NTASKS" in os.environ or interactive:
+        return
+    from src.cli import say
+
+    say(
+        f"note: this runs inside SLURM job {os.environ['SLURM_JOB_ID']} without srun, as a "
+        "plain local process (no requeue near the time limit); to run on SLURM, add "
+        "hydra/launcher=slurm -m (one job per sweep point, requeued and resumed)"
+    )

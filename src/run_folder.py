@@ -115,7 +115,7 @@ def prepare_run_folder(cfg: DictConfig) -> Launch:
     folder = Path(cfg.paths.output_dir)
     ckpt = cfg.get("ckpt_path") or None
     overwrite = bool(cfg.get("overwrite", False))
-    check_writable(folder)
+    check_writable(folder, cfg)
     status = run_status(folder) if is_rank_zero() else None  # other DDP ranks join rank 0's run
     if status is not None and overwrite:
         if ckpt == "last":
@@ -248,20 +248,67 @@ def choose_resume_checkpoint(run: Path, started: bool) -> str | None:
     return None
 
 
-def check_writable(folder: Path) -> None:
-    """Fail now, not after an epoch, when the run cannot write its outputs."""
-    for path in (folder, folder / "checkpoints", folder / "csv"):
-        if not path.is_dir():
-            continue
-        try:
-            handle, probe = tempfile.mkstemp(dir=path, prefix=".write-probe-")
-            os.close(handle)
-            os.unlink(probe)
-        except OSError as error:
+def check_writable(folder: Path, cfg: DictConfig | None = None) -> None:
+    """Fail now, not after an epoch, when the run cannot write its outputs: the run folder, its
+    ``checkpoints/`` and ``csv/``, and every folder a callback or logger of ``cfg`` writes to.
+
+    A folder that does not exist yet is created by the run: its nearest existing parent must
+    then be a writable folder. Writability is probed by creating a file, so a read-only
+    filesystem or an immutable folder is found also when running as root (a mode does not stop
+    root). ``data.cache_dir`` is not checked: a run writes it only when the decoded images
+    exceed ``data.cache_limit_gb`` and reads it when the cache exists (a shared, read-only cache
+    works); when it must write and cannot, the data setup stops with one line, before training.
+    """
+    targets = {
+        folder: "hydra.run.dir",
+        folder / "checkpoints": "hydra.run.dir",
+        folder / "csv": "hydra.run.dir",
+    }
+    for path, key in written_folders(cfg):
+        targets.setdefault(path, key)
+    for path, key in targets.items():
+        problem = _write_problem(Path(os.path.abspath(path)))
+        if problem is not None:
             raise UserError(
-                f"cannot write into {path} ({error.strerror}); make it writable "
-                "(chmod u+w) or choose another folder with hydra.run.dir=..."
-            ) from None
+                f"cannot write into {path} ({problem}); make it writable or choose another "
+                f"folder with {key}=..."
+            )
+
+
+def written_folders(cfg: DictConfig | None) -> list[tuple[Path, str]]:
+    """The folders the config's callbacks and loggers write (checkpoints, logs, summary.csv),
+    each with the key that names it."""
+    folders: list[tuple[Path, str]] = []
+    for group in ("callbacks", "logger"):
+        nodes = (cfg or {}).get(group) or {}
+        for name, node in nodes.items():
+            if not OmegaConf.is_dict(node) or "_target_" not in node:
+                continue
+            for key in ("dirpath", "save_dir"):
+                if isinstance(node.get(key), str) and node[key]:
+                    sub = node.get("name") if key == "save_dir" else None
+                    base = Path(node[key])
+                    path = base / sub if isinstance(sub, str) and sub else base
+                    folders.append((path, f"{group}.{name}.{key}"))
+            if isinstance(node.get("path"), str) and node.path:
+                folders.append((Path(node.path).parent, f"{group}.{name}.path"))
+    return folders
+
+
+def _write_problem(path: Path) -> str | None:
+    """Why no file can be created in ``path`` (or in the folder that will hold it), or None."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".write-probe-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        return error.strerror
+    return None
 
 
 def flat_items(node, prefix: str = "") -> dict[str, object]:
@@ -393,4 +440,21 @@ def forget_unused_folder(folder: Path, up_to: Path | None = None):
                         break
                     if up_to is None or empty == up_to:
                         break
+            forget_unused_sweep(folder.parent)
         raise
+
+
+def forget_unused_sweep(sweep: Path) -> None:
+    """Remove a multirun's folder when the refused job was its only one: nothing but the
+    ``multirun.yaml`` Hydra wrote before launching is left in it."""
+    if not in_multirun() or sweep.resolve() != Path(_hydra_sweep_dir()).resolve():
+        return
+    if [p.name for p in sweep.iterdir()] == ["multirun.yaml"]:
+        (sweep / "multirun.yaml").unlink()
+        sweep.rmdir()
+
+
+def _hydra_sweep_dir() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().sweep.dir

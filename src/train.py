@@ -13,9 +13,16 @@ answers ``--help`` and reports config mistakes before any of them would be neede
 
 from __future__ import annotations
 
+# ruff: noqa: E402  (the signal handlers come before every other import, see below)
+from src.stopping import stop_cleanly_on_signals
+
+if __name__ == "__main__":  # the entry itself (and each DDP rank); an import changes nothing
+    stop_cleanly_on_signals()  # first: a signal while the rest imports is one line, no trace
+
 import contextlib
 import logging
 import shlex
+import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,9 +43,9 @@ from src.cli import (
     to_float_dict,
     write_json,
 )
-from src.config import unread_appended_keys, validate_train_config
+from src.config import refuse_unread_keys, validate_train_config
 from src.extras import apply_extras
-from src.launch import drop_requeue_checkpoints, hold_requeue_signal, prepare_ddp_for_this_job
+from src.launch import drop_requeue_checkpoints, prepare_ddp_for_this_job
 from src.loggers import log_run_config
 from src.run_folder import (
     Launch,
@@ -47,7 +54,7 @@ from src.run_folder import (
     in_multirun,
     prepare_run_folder,
 )
-from src.stopping import RunDiverged
+from src.stopping import RunDiverged, StopRequested, describe_early_stop, entry_started
 
 if TYPE_CHECKING:
     from src.module import FineTuner
@@ -79,20 +86,13 @@ def build_finetuner(cfg: DictConfig, num_classes: int, weights=None) -> FineTune
 
 
 def check_launch(cfg: DictConfig) -> Launch:
-    """Everything checked before a launch writes: the config's values, then its run folder."""
-    validate_train_config(cfg)
-    return prepare_run_folder(cfg)
-
-
-def warn_unread_keys(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
+    """Everything checked before a launch writes: the config's keys and values, then its run
+    folder."""
     from src.hydra_errors import config_groups
 
-    if HydraConfig.initialized():
-        typed = list(HydraConfig.get().overrides.task)
-        for warning in unread_appended_keys(typed, cfg, config_groups()):
-            say(warning)
+    refuse_unread_keys(cfg, config_groups())
+    validate_train_config(cfg)
+    return prepare_run_folder(cfg)
 
 
 def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
@@ -390,10 +390,32 @@ def deterministic_setting(cfg: DictConfig) -> bool:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
-    hold_requeue_signal()  # under SLURM: until training starts, before any thread does
+    # Again here: a SLURM job (hydra/launcher=slurm) calls main without running this module.
+    stop_cleanly_on_signals()
+    entry_started()
     say(f"run folder: {cfg.paths.output_dir}")
-    with forget_unused_folder(Path(cfg.paths.output_dir)):  # a refused launch leaves no folder
-        warn_unread_keys(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    try:
+        return run_main(cfg, output_dir)
+    except (StopRequested, KeyboardInterrupt) as stop:  # outside a Trainer stage
+        signum = getattr(stop, "signum", signal.SIGINT)
+        raise RunInterrupted(stopped_outside_training(signum, output_dir), 128 + signum) from None
+
+
+def stopped_outside_training(signum: int, output_dir: Path) -> str:
+    """What a signal before or after training leaves (its launch's folder is forgotten when
+    nothing was written) and the command that goes on."""
+    from src.run_folder import choose_good_checkpoint, run_status
+
+    if not output_dir.is_dir() or run_status(output_dir) is None:
+        return describe_early_stop(signum, None, None)
+    return describe_early_stop(
+        signum, choose_good_checkpoint(output_dir), resume_command(output_dir)
+    )
+
+
+def run_main(cfg: DictConfig, output_dir: Path) -> float | None:
+    with forget_unused_folder(output_dir):  # a refused launch leaves no folder
         launch = check_launch(cfg)  # before anything logs into the folder's train.log
         apply_extras(cfg)
         quiet_lightning_logs()

@@ -9,6 +9,7 @@ tests/test_cli_validation.py cover the same rules in the fast suite.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -51,6 +52,10 @@ CASES = [
     (TRAIN, "adapter.rank=abc", ["adapter.rank=abc", "could not be converted to Integer"]),
     (TRAIN, "sigma=[", ["cannot parse the override"]),
     (TRAIN, "+sigma=1", ["sigma exists already"]),
+    # a key added with '+' that nothing reads: it would train with the default
+    (TRAIN, "+sigam=0.1", ["+sigam=0.1 adds a key that nothing reads; did you mean sigma?"]),
+    (TRAIN, "-m +sigam=0.1 sigma=0.1,0.2", ["+sigam=0.1 adds a key that nothing reads"]),
+    pytest.param(TRAIN, "+trainer.max_epochs2=1", ["did you mean trainer.max_epochs?"], marks=slow),
     (TRAIN, "ckpt_path={tmp}/missing.ckpt", ["missing.ckpt does not exist"]),
     # run folders that hold a run: refused, untouched
     pytest.param(TRAIN, "hydra.run.dir={finished}", ["holds a finished run"], marks=slow),
@@ -88,9 +93,7 @@ CASES = [
     (EVAL, "", ["run_dir is required"]),
     (EVAL, "run_dir={tmp}/nowhere", ["is not a training run folder"]),
     (EVAL, "run_dir={finished} foo=1", ["unknown key 'foo'"]),
-    pytest.param(
-        EVAL, "run_dir={bad_adapter}", ["is not a readable safetensors file"], marks=slow
-    ),
+    pytest.param(EVAL, "run_dir={bad_adapter}", ["is not a readable safetensors file"], marks=slow),
     pytest.param(
         EVAL, "run_dir={finished} data.protocol=bogus", ["unknown VTAB protocol"], marks=slow
     ),
@@ -187,19 +190,72 @@ def test_bad_input_is_one_line_and_touches_nothing(workspace, entry, arguments, 
     assert snapshot(workspace["tmp"]) == before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_run_folder_is_one_line(workspace):
-    folder = workspace["tmp"] / "read_only"
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """``folder`` as a user meets it read-only, also when the tests run as root (as CI does),
+    where a mode bit stops nothing: a read-only bind mount of it onto itself (a read-only
+    filesystem, as on a cluster's shared storage), else the immutable attribute."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    for lock, unlock in (
+        (["mount", "--bind", "-o", "ro", folder, folder], ["umount", folder]),
+        (["chattr", "+i", folder], ["chattr", "-i", folder]),
+    ):
+        if shutil.which(lock[0]) and subprocess.run(lock, capture_output=True).returncode == 0:
+            try:
+                yield
+            finally:
+                subprocess.run(unlock, check=True)
+            return
+    pytest.skip("as root, neither a read-only bind mount nor chattr +i is possible here")
+
+
+# Where a run cannot write, found before anything trains: {tmp} is the test's own folder.
+UNWRITABLE = {
+    # Hydra opens <run folder>/train.log before src.train runs
+    "run folder": ("hydra.run.dir={tmp}/locked", "locked", ["locked/train.log", "writable"]),
+    # found by the launch's checks, before the data is read or the model built
+    "checkpoints": (
+        "hydra.run.dir={tmp}/run",
+        "run/checkpoints",
+        ["run/checkpoints", "hydra.run.dir="],
+    ),
+    "checkpoint dirpath": (
+        "callbacks.model_checkpoint.dirpath={tmp}/locked/ckpts",
+        "locked",
+        ["locked/ckpts", "callbacks.model_checkpoint.dirpath="],
+    ),
+    "path through a file": (
+        "hydra.run.dir={tmp}/file/run",
+        None,
+        ["file is a file, not a folder"],
+    ),
+    "logger through a file": (
+        "logger.csv.save_dir={tmp}/file",
+        None,
+        ["file/csv", "file is a file, not a folder", "logger.csv.save_dir="],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", UNWRITABLE)
+def test_a_folder_the_run_cannot_write_is_one_line_before_training(workspace, tmp_path, case):
+    arguments, locked, fragments = UNWRITABLE[case]
+    (tmp_path / "file").write_text("a file where a folder was meant\n")
+    if locked is not None:
+        (tmp_path / locked).mkdir(parents=True)
+    lock = read_only(tmp_path / locked) if locked else contextlib.nullcontext()
+    with lock:
+        before = snapshot(workspace["tmp"])
         proc = subprocess.run(
-            command(TRAIN, f"hydra.run.dir={folder}", workspace),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    finally:
-        folder.chmod(0o755)
-    assert_one_error_line(proc, str(folder), "writable")
+            command(TRAIN, arguments.format(tmp=tmp_path), workspace),
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    assert_one_error_line(proc, *fragments)
+    assert "decoded" not in proc.stderr  # stopped before the data (and training) started
+    assert snapshot(workspace["tmp"]) == before

@@ -63,14 +63,44 @@ def test_patch_size_from_name_or_kwargs():
 
 
 def test_appended_key_nothing_reads_names_the_closest_real_key(compose_cfg):
-    cfg = compose_cfg("debug=tiny", "+sigam=0.5", "+trainer.gradient_clip_val=1")
-    warnings = unread_appended_keys(
-        ["+sigam=0.5", "+trainer.gradient_clip_val=1", "+experiment=demo"], cfg, config_groups()
-    )
-    assert warnings == [
-        "WARNING: +sigam=0.5 adds a key that nothing reads; did you mean sigma? "
-        "(set it without '+': sigma=...)"
+    overrides = ["+sigam=0.5", "+trainer.gradient_clip_val=1", "+foo.bar=1"]
+    cfg = compose_cfg("debug=tiny", *overrides)
+    assert unread_appended_keys([*overrides, "+experiment=demo"], cfg, config_groups()) == [
+        "+sigam=0.5 adds a key that nothing reads; did you mean sigma? "
+        "(set it without '+': sigma=0.5)",
+        # foo exists only because of the override itself: not a suggestion
+        "+foo.bar=1 adds a key that nothing reads; remove it (python -m src.train --cfg job "
+        "lists every key)",
     ]
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "+trainer.profiler=simple",  # the Trainer gets the whole trainer node
+        "+logger.csv.flush_logs_every_n_steps=1",  # a _target_ node: its constructor gets it
+        "+callbacks.model_checkpoint.verbose=true",
+        "+backbone.kwargs.depth=2",  # passed to timm.create_model
+        "+optim.foo=1",  # passed whole as keyword arguments (a wrong one fails there)
+        "+paper_rank=8",  # read by conf/adapter's interpolations
+    ],
+)
+def test_appended_keys_a_component_reads_are_accepted(compose_cfg, override):
+    cfg = compose_cfg("debug=tiny", override)
+    assert unread_appended_keys([override], cfg, config_groups()) == []
+
+
+def test_slurm_keys_are_read_only_by_the_slurm_launcher(compose_cfg):
+    """``+slurm.partition=gpu`` is read by hydra/launcher=slurm's interpolations; without that
+    launcher nothing reads it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    override = "+slurm.partition=gpu"
+    cfg = compose_cfg("debug=tiny", override, "hydra/launcher=slurm")
+    assert unread_appended_keys([override], cfg, config_groups(), HydraConfig.get()) == []
+    cfg = compose_cfg("debug=tiny", override)
+    (problem,) = unread_appended_keys([override], cfg, config_groups(), HydraConfig.get())
+    assert problem.startswith("+slurm.partition=gpu adds a key that nothing reads")
 
 
 def composition_error(*overrides: str, config_name: str = "train") -> BaseException:
@@ -105,3 +135,36 @@ def test_hydra_mistakes_are_one_line(override, line):
     described = describe(composition_error(override), "train")
     assert described.startswith(line), described
     assert "\n" not in described
+
+
+@pytest.mark.slow
+def test_appended_keys_a_component_reads_work_in_a_real_multirun(tmp_path):
+    """The accepted kinds reach their component: the profiler reports, the CSV logger takes its
+    argument, timm builds a 1-block ViT; each job of the sweep finishes."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from src.data.synthetic import write_vtab_task
+
+    write_vtab_task(tmp_path, "toy", num_classes=4, n_train=16, n_val=4, n_test=4, img_size=32)
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "src.train", "debug=tiny", f"data.root={tmp_path}",
+            "data.task=toy", "data.num_classes=4", "trainer.max_epochs=1", "test=false",
+            "callbacks.progress_bar=null", "extras.print_config=false",
+            "+trainer.profiler=simple", "+logger.csv.flush_logs_every_n_steps=1",
+            "+backbone.kwargs.depth=1", f"hydra.sweep.dir={sweep}", "-m", "sigma=0.1,0.2",
+        ],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.stdout + proc.stderr).count("FIT Profiler Report") == 2
+    results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
+    assert [r["sigma"] for r in results] == [0.1, 0.2]
+    # vit_tiny has 5.5 M parameters in 12 blocks of 0.44 M each: one block leaves < 1.5 M
+    assert all(r["params"]["total"] < 1_500_000 for r in results), results[0]["params"]

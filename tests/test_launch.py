@@ -3,27 +3,33 @@ handle it (the cluster itself is exercised in tests/test_slurm.py)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+
+from src.data.synthetic import write_vtab_task
 
 REPO = Path(__file__).resolve().parents[1]
 
 # In a process of its own: the signal mask and handlers are process state.
 HELD_UNTIL_TRAINING = """
 import os, signal
-import src.train  # what a job imports before src.train.main holds the signal
-from src.launch import hold_requeue_signal
+import src.train  # what the entry imports: `python -m src.train` holds the signal first
 
-# A thread that does not block SIGUSR1 would receive it (torch's import starts one): main()
+# A thread that does not block SIGUSR1 would receive it (torch's import starts one): the entry
 # holds it before any thread exists, and every later thread inherits the mask.
 assert os.listdir("/proc/self/task") == [str(os.getpid())], "importing src.train starts a thread"
 blocked = lambda: signal.SIGUSR1 in signal.pthread_sigmask(signal.SIG_BLOCK, [])
-hold_requeue_signal()
-assert not blocked(), "held outside SLURM"
+assert not blocked(), "an import (a test, a notebook) must not change the process' signals"
+from src.stopping import stop_cleanly_on_signals
+stop_cleanly_on_signals()  # the entry's first line
+assert blocked()
 
-os.environ["SLURM_JOB_ID"] = "1"
-hold_requeue_signal()
 from src.checkpoints import RequeueSignalInStages  # torch, Lightning: threads that inherit it
 
 os.kill(os.getpid(), signal.SIGUSR1)  # before training: the default action would end us here
@@ -47,10 +53,175 @@ print("ok")
 """
 
 
-def test_requeue_signal_is_held_under_slurm_until_a_handler_is_installed():
+def test_requeue_signal_is_held_from_the_entrys_import_until_a_handler_is_installed():
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, "-c", HELD_UNTIL_TRAINING], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0 and done.stdout == "ok\n", done.stdout + done.stderr
+
+
+def fake_slurm_install(tmp_path: Path) -> str:
+    """A PATH on which `srun` exists (Lightning only asks ``shutil.which``), as on any machine
+    with SLURM installed, whether or not the tests' local cluster is."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    srun = bin_dir / "srun"
+    srun.write_text("#!/bin/sh\nexit 1\n")
+    srun.chmod(0o755)
+    return f"{bin_dir}:{os.environ['PATH']}"
+
+
+@pytest.mark.slow
+def test_srun_advice_is_one_line_inside_a_slurm_job_and_nothing_outside(tmp_path):
+    write_vtab_task(tmp_path, "toy", num_classes=4, n_train=16, n_val=4, n_test=4, img_size=32)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")},
+        "PATH": fake_slurm_install(tmp_path),
+        "OMP_NUM_THREADS": "1",
+    }
+    args = [
+        sys.executable, "-m", "src.train", "debug=tiny", f"data.root={tmp_path}",
+        "data.task=toy", "data.num_classes=4", "trainer.max_epochs=1", "extras.print_config=false",
+        "callbacks.progress_bar=null",
+    ]  # fmt: skip
+    outside = subprocess.run(
+        [*args, f"hydra.run.dir={tmp_path / 'outside'}"], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert outside.returncode == 0, outside.stderr[-3000:]
+    # Lightning's warning (Trainer and its SLURM checks were built for fit and test) is gone
+    assert "`srun`" not in outside.stdout + outside.stderr
+
+    job = {**env, "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train"}  # sbatch, python w/o srun
+    inside = subprocess.run(
+        [*args, f"hydra.run.dir={tmp_path / 'inside'}"], cwd=REPO, env=job,
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert inside.returncode == 0, inside.stderr[-3000:]
+    output = inside.stdout + inside.stderr
+    said = [line for line in output.splitlines() if "without srun" in line]
+    assert len(said) == 1 and "SLURM job 4242" in said[0] and "`srun`" not in output, said
+    assert "hydra/launcher=slurm" in said[0]
+
+
+# ------------------------------------------------------------ a signal at any moment of a job
+def handles(pid: int, signum: int) -> bool:
+    """The process has a handler for ``signum`` (its status' SigCgt mask): the entry's first
+    line has run. Before that Python itself is starting, and the signal's default action ends
+    it (no line, nothing written)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) >> (signum - 1) & 1)
+
+
+def has_loaded(pid: int, library: str) -> bool:
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def start_run(tmp_path: Path, *extra: str, **popen) -> subprocess.Popen:
+    if not (tmp_path / "data").is_dir():
+        write_vtab_task(tmp_path / "data", "toy", 4, n_train=48, n_val=16, n_test=16, img_size=32)
+    args = [
+        sys.executable, "-m", "src.train", "debug=tiny", f"data.root={tmp_path / 'data'}",
+        "data.task=toy", "data.num_classes=4", "extras.print_config=false",
+        f"paths.log_dir={tmp_path / 'logs'}", *extra,  # the progress bar: one line per epoch
+    ]  # fmt: skip
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")},
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return subprocess.Popen(
+        args, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        **popen,
+    )  # fmt: skip
+
+
+def wait_for(proc: subprocess.Popen, moment: str) -> str:
+    """Block until the run reaches ``moment``; returns the stderr read so far."""
+    seen = ""
+    if moment == "entry":  # the entry's first line ran: Hydra, OmegaConf still importing
+        while not handles(proc.pid, signal.SIGTERM):
+            assert proc.poll() is None
+            time.sleep(0.002)
+    elif moment == "torch":  # main() runs and imports torch
+        while not has_loaded(proc.pid, "libtorch"):
+            assert proc.poll() is None
+            time.sleep(0.01)
+    elif moment == "data":  # the datamodule has read its lists; setup decodes the images next
+        for line in proc.stderr:
+            seen += line
+            if "protocol=" in line:
+                break
+    return seen
+
+
+# (moment, signal, exit status, what the one line says)
+EARLY = [
+    ("entry", signal.SIGTERM, 143, "SIGTERM stopped the run while it started; nothing was"),
+    ("entry", signal.SIGINT, 130, "Ctrl-C stopped the run while it started"),
+    ("torch", signal.SIGTERM, 143, "SIGTERM stopped the run before training started"),
+    ("data", signal.SIGTERM, 143, "SIGTERM stopped the run before training started"),
+    # held until training starts, which then stops at its first batch boundary
+    ("entry", signal.SIGUSR1, 138, "SIGUSR1 stopped the run in epoch 1; no epoch had finished"),
+    ("data", signal.SIGUSR1, 138, "SIGUSR1 stopped the run in epoch 1; no epoch had finished"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "moment, signum, status, said", EARLY, ids=[f"{m}-{s.name}" for m, s, *_ in EARLY]
+)
+def test_a_signal_in_a_jobs_first_seconds_is_one_line(tmp_path, moment, signum, status, said):
+    proc = start_run(tmp_path, "trainer.max_epochs=2")
+    seen = wait_for(proc, moment)
+    os.kill(proc.pid, signum)
+    out, err = proc.communicate(timeout=900)
+    err = seen + err
+    assert proc.returncode == status, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith(("interrupted:", "error:"))]
+    assert len(lines) == 1 and said in lines[0], err[-3000:]
+    assert "Traceback" not in out + err
+    if signum != signal.SIGUSR1:  # stopped before it wrote anything: no folder left behind
+        assert not [p for p in (tmp_path / "logs").rglob("*") if p.is_file()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["TERM", "USR1"])
+def test_dataloader_workers_neither_swallow_nor_die_from_a_group_signal(tmp_path, signum):
+    """SLURM signals every process of a job step, a terminal its whole process group: the
+    DataLoader worker gets the signal too. The main process stops at a batch boundary, the
+    worker exits quietly with it, and nobody reports a dead worker."""
+    proc = start_run(
+        tmp_path, "trainer.max_epochs=50", "data.num_workers=1", "hydra.run.dir="
+        f"{tmp_path / 'run'}", start_new_session=True,
+    )  # fmt: skip
+    for line in proc.stdout:  # one line per epoch when piped: training has begun
+        if line.startswith("epoch 1/50"):
+            break
+    workers: list[int] = []
+    while not workers:  # an epoch's loader starts its worker: signal while it serves batches
+        assert proc.poll() is None
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        workers = [int(pid) for pid in children]
+        time.sleep(0.01)
+    os.killpg(proc.pid, signum)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 128 + signum, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith(("interrupted:", "error:"))]
+    assert len(lines) == 1, err[-3000:]
+    assert f"{signal.Signals(signum).name} stopped the run in epoch" in lines[0], lines
+    assert "Traceback" not in out + err and "exited unexpectedly" not in out + err
+    for worker in workers:  # gone with the main process, not left behind
+        assert (
+            not Path(f"/proc/{worker}").exists()
+            or "Z" in Path(f"/proc/{worker}/stat").read_text().split()[2]
+        )
