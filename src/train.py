@@ -55,10 +55,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_finetuner(cfg: DictConfig, num_classes: int) -> FineTuner:
+def build_finetuner(cfg: DictConfig, num_classes: int, datamodule=None) -> FineTuner:
     from src.model import build_model
     from src.module import FineTuner
     from src.pace import build_regulariser
+
+    if OmegaConf.select(cfg, "backbone.library") == "transformers":  # text: docs/text.md
+        from src.text.build import build_text_finetuner
+
+        return build_text_finetuner(cfg, datamodule)
 
     model = build_model(
         num_classes,
@@ -111,7 +116,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = hydra.utils.instantiate(cfg.data)
-    finetuner = build_finetuner(cfg, datamodule.num_classes)
+    finetuner = build_finetuner(cfg, datamodule.num_classes, datamodule)
     say(  # describe() reads every split's list file: bad data stops the launch here
         f"{datamodule.describe()}; "
         f"pace={cfg.pace.mode} sigma={cfg.pace.sigma} lam={cfg.pace.lam} adapter={cfg.adapter.name}"

@@ -121,6 +121,8 @@ def check_root(
     root: Path, benchmarks: list[str] | None = None, sample: int = 20, seed: int = 0
 ) -> tuple[list[str], bool]:
     """Report lines and whether every task found is usable."""
+    from src.data.text_check import check_text_root
+
     rng = random.Random(seed)
     lines, healthy = [f"data root {root}"], True
     for name, cls in BENCHMARKS.items():
@@ -146,13 +148,18 @@ def check_root(
         if extra:
             shown = ", ".join(extra)
             lines.append(f"  other folders (custom tasks; pass data.num_classes): {shown}")
-    return lines, healthy
+    text_lines, text_healthy = check_text_root(root, benchmarks)  # GLUE, GSM-8K
+    return lines + text_lines, healthy and text_healthy
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", nargs="?", type=Path, help="data root (default: data/)")
-    parser.add_argument("--benchmark", action="append", choices=sorted(BENCHMARKS))
+    from src.data.text_check import TEXT_BENCHMARKS
+
+    parser.add_argument(
+        "--benchmark", action="append", choices=sorted([*BENCHMARKS, *TEXT_BENCHMARKS])
+    )
     parser.add_argument("--sample", type=int, default=20, help="images decoded per split")
     args = parser.parse_args(argv)
     root = args.root
