@@ -61,7 +61,10 @@ def model_source(name: str | None, path: str | None) -> str:
             )
         return str(folder)
     if not name:
-        raise UserError("set backbone.name to a model id or backbone.path to a local model folder")
+        raise UserError(
+            f"no model given: set backbone.path=<folder> (a folder with {FOLDER_FILES}) or "
+            "backbone.name to a model id in the Hugging Face cache"
+        )
     return name
 
 

@@ -1,10 +1,5 @@
-"""GLUE's metrics per task (torchmetrics) and GSM-8K's exact match of the final number.
-
-GLUE convention (the GLUE paper; LoRA's and PACE's Table 5): Matthews correlation for CoLA,
-Pearson and Spearman correlation for STS-B, accuracy and F1 for MRPC, accuracy elsewhere. The
-first metric of a task is the one its table reports (``MAIN_METRIC``); MRPC's is accuracy, as in
-LoRA's RoBERTa table that PACE builds on.
-"""
+"""GLUE's metrics per task (torchmetrics; which ones: ``src.text.tasks``) and GSM-8K's exact
+match of the final number."""
 
 from __future__ import annotations
 
@@ -20,21 +15,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
-GLUE_METRICS = {
-    "cola": ("mcc", "acc"),
-    "stsb": ("pearson", "spearman"),
-    "mrpc": ("acc", "f1"),
-}
-DEFAULT_METRICS = ("acc",)
-
-
-def glue_metric_names(task: str) -> tuple[str, ...]:
-    return GLUE_METRICS.get(task, DEFAULT_METRICS)
-
-
-def main_metric(task: str) -> str:
-    """The metric a GLUE table reports for ``task`` (``glue_<task>`` or the bare name)."""
-    return glue_metric_names(task.removeprefix("glue_"))[0]
+from src.text.tasks import glue_metric_names, main_metric  # noqa: F401  (main_metric re-exported)
 
 
 def make_metric(name: str, num_classes: int) -> Metric:
