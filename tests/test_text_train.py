@@ -60,6 +60,16 @@ def test_glue_pace_rte_runs_from_a_local_roberta_folder(tmp_path):
     assert out["metrics"]["train/consistency"] > 0  # the two noisy copies differ
     assert out["params"]["adapter"] == 2 * 2 * 8 * (32 + 32)  # LoRA r8 on query/value, 2 blocks
     assert (tmp_path / "run" / "adapter.safetensors").is_file()
+    # src.eval rebuilds the model from the folder and the saved adapter: the same dev accuracy.
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.eval", f"run_dir={tmp_path / 'run'}",
+         f"hydra.run.dir={tmp_path / 'eval'}", "trainer.accelerator=cpu"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())["metrics"]
+    assert evaluated["test/acc"] == pytest.approx(out["metrics"]["test/acc"])
 
 
 @pytest.mark.slow
