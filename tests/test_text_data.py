@@ -219,3 +219,13 @@ def test_data_check_reports_text_benchmarks(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "glue/rte                     ok (tsv" in out and "gsm8k:" in out
     assert "glue/qnli                    BROKEN" in out and "header has no column" in out
+
+
+def test_drop_last_that_drops_every_batch_is_an_error(tmp_path, models):
+    write_glue_tsv(tmp_path)  # 16 training examples
+    dm = GLUEDataModule(
+        str(tmp_path), "rte", tokenizer={"name": None, "path": str(models["roberta"])},
+        batch_size=32, drop_last=True,
+    )  # fmt: skip
+    with pytest.raises(UserError, match="drops every training batch: 16 training examples"):
+        dm.train_dataloader()

@@ -145,7 +145,6 @@ class TextDataModule(L.LightningDataModule):
         max_length: int = 128,
         cache_dir: str | None = None,
         drop_last: bool = False,
-        **unused,
     ):
         super().__init__()
         for key, value in (("batch_size", batch_size), ("max_length", max_length)):
@@ -224,7 +223,15 @@ class TextDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self):
-        return self._loader(self.dataset("train"), shuffle=True, drop_last=self.drop_last)
+        dataset = self.dataset("train")
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if self.drop_last and -(-len(dataset) // world) < self.batch_size:
+            raise UserError(
+                f"recipe.drop_last=true drops every training batch: {len(dataset)} training "
+                f"examples over {world} process(es) < data.batch_size={self.batch_size}; lower "
+                "data.batch_size or set recipe.drop_last=false"
+            )
+        return self._loader(dataset, shuffle=True, drop_last=self.drop_last)
 
     def val_dataloader(self):
         return self._loader(self.dataset("val"), shuffle=False)
