@@ -14,7 +14,7 @@ TORCH_PINS ?= torch==2.9.1 torchvision==0.24.1
 else
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 endif
-EXTRAS ?= dev,demo
+EXTRAS ?= dev,demo,text
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 RUN_ARGS ?=

@@ -56,7 +56,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if run_cfg.get("seed") is not None:
         L.seed_everything(run_cfg.seed)
     datamodule = hydra.utils.instantiate(run_cfg.data)
-    finetuner = build_finetuner(run_cfg, datamodule.num_classes)
+    finetuner = build_finetuner(run_cfg, datamodule.num_classes, datamodule)
     load_trainable(finetuner.model, cfg.weights)
     trainer = L.Trainer(
         logger=False,

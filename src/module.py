@@ -58,9 +58,7 @@ class FineTuner(LightningModule):
         self.save_hyperparameters(ignore=["model", "regulariser"])
         self.model = model
         self.regulariser = regulariser
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.build_metrics(num_classes)
         self.val_fp_distance = MeanMetric()
         # Checkpoints leave the frozen backbone out (see on_save_checkpoint), so a resume loads a
         # partial state dict; on_load_checkpoint checks the trainable part itself.
@@ -72,6 +70,16 @@ class FineTuner(LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def build_metrics(self, num_classes: int) -> None:
+        """The task's metrics (a text task's subclass builds its own: src/text/module.py)."""
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def log_train_metrics(self, parts) -> None:
+        self.train_acc(parts.logits.detach(), parts.targets)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -182,13 +190,12 @@ class FineTuner(LightningModule):
             raise RunDiverged(
                 f"the loss became {parts.loss.item()}", self.global_step, self.current_epoch
             )
-        self.train_acc(parts.logits.detach(), parts.targets)
         # sync_dist: values are averaged over DDP ranks (torchmetrics objects sync themselves).
         log = dict(on_step=True, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         self.log("train/loss", parts.loss, prog_bar=True, **log)
         self.log("train/ce", parts.ce, **log)
         self.log("train/consistency", parts.consistency, **log)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_train_metrics(parts)
         # The learning rate as a metric (every logger, summary lines), not a logger-only callback.
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log("train/lr", lr, on_step=True, on_epoch=False, batch_size=x.shape[0])

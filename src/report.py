@@ -47,6 +47,7 @@ from src.data.tables import (
 from src.errors import UserError
 from src.loggers import flatten as flatten_config
 from src.paper_setup import task_recipe
+from src.text.report_tables import TEXT_BUILDERS, TEXT_DATAMODULES, text_scores
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -118,7 +119,8 @@ class Run:
     @property
     def benchmark(self) -> str:
         target = str(self.config.get("data._target_", "")).rsplit(".", 1)[-1]
-        name = {v: k for k, v in DATAMODULES.items()}.get(target, "other")
+        modules = {**DATAMODULES, **TEXT_DATAMODULES}
+        name = {v: k for k, v in modules.items()}.get(target, "other")
         return "other" if name == "vtab" and self.task not in VTAB_TASKS else name
 
     @property
@@ -137,6 +139,8 @@ class Run:
     def scores(self) -> dict[str, float]:
         """Accuracy in % per test set ("acc" for one): test under final, validation under tune."""
         metrics = self.results.get("metrics", {})
+        if self.benchmark in TEXT_DATAMODULES:  # GLUE's metric per task, GSM-8K's exact match
+            return text_scores(self.benchmark, self.task, self.protocol, metrics)
         if self.protocol == "tune":
             return {"acc": 100 * metrics["val/acc"]} if "val/acc" in metrics else {}
         if "test/acc" in metrics:
@@ -479,6 +483,7 @@ BUILDERS = {
     "fgvc": fgvc_table,
     "fewshot": fewshot_table,
     "domain": domain_table,
+    **TEXT_BUILDERS,  # glue, gsm8k (src/text/report_tables.py)
     "other": other_table,
 }
 

@@ -62,12 +62,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_finetuner(cfg: DictConfig, num_classes: int, weights=None) -> FineTuner:
-    """The model and its training objective; ``weights``: the resolved ``backbone.weights``
+def build_finetuner(
+    cfg: DictConfig, num_classes: int, datamodule=None, weights=None
+) -> FineTuner:
+    """The model and its training objective. ``datamodule``: a text model takes its tokenizer
+    and head from it (docs/text.md); ``weights``: the resolved ``backbone.weights``
     (:func:`src.backbones.sources.resolve_weights`), resolved here when not given."""
     from src.model import build_model
     from src.module import FineTuner
     from src.pace import build_regulariser
+
+    if OmegaConf.select(cfg, "backbone.library") == "transformers":  # text: docs/text.md
+        from src.text.build import build_text_finetuner
+
+        return build_text_finetuner(cfg, datamodule)
 
     model = build_model(
         num_classes,
@@ -114,7 +122,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     weights, origin = weights_and_departures(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
-    finetuner = build_finetuner(cfg, datamodule.num_classes, weights)
+    finetuner = build_finetuner(cfg, datamodule.num_classes, datamodule, weights)
     say(  # describe() reads every split's list file: bad data stops the launch here
         f"{datamodule.describe()}; "
         f"pace={cfg.pace.mode} sigma={cfg.pace.sigma} lam={cfg.pace.lam} adapter={cfg.adapter.name}"
@@ -193,10 +201,14 @@ def weights_and_departures(cfg: DictConfig):
     """The backbone's weights, found (or a one-line error), and what results.json and the loggers
     record about where the run starts from: the weights and the departures from the paper's
     setup. Both are said at the terminal once."""
-    from src.backbones.sources import resolve_weights
+    from src.backbones.sources import resolve_text_weights, resolve_weights
+    from src.backbones.text import is_text_backbone
     from src.paper_setup import departure_line, departures
 
-    weights = resolve_weights(cfg.backbone.name, cfg.backbone.weights)
+    if is_text_backbone(cfg.backbone):
+        weights = resolve_text_weights(cfg.backbone)
+    else:
+        weights = resolve_weights(cfg.backbone.name, cfg.backbone.weights)
     say(f"backbone weights: {weights.describe()}")
     record = weights.record()
     found = departures(cfg, record["source"], record["file"])

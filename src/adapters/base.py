@@ -322,7 +322,10 @@ def inject(model: nn.Module, adapter: str | Mapping | AdapterConfig, **overrides
     ``adapter`` is a method name (``inject(model, "lora", rank=4)``), its config dataclass, or a
     mapping such as the ``adapter`` config group. Exactly the declared parameters stay trainable.
     """
+    from src.adapters.sites import check_method_fits
+
     config = make_config(adapter, **overrides)
+    check_method_fits(model, config.name)
     model.requires_grad_(False)
     ADAPTERS[config.name].impl.install(model, config)
     model.adapter_config = config

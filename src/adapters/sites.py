@@ -1,8 +1,16 @@
 """Where adapters go: the blocks of each architecture family and the named sites inside them.
 
 Families (timm): ``vit`` keeps its transformer blocks in ``model.blocks``; ``swin`` keeps them in
-``model.layers[i].blocks``, stage after stage. ``iter_blocks`` lists them in depth order for both
-``inject`` and ``src.pace.noise.attach_noise`` (which gives block k its σ_k).
+``model.layers[i].blocks``, stage after stage. Families (Hugging Face transformers, wrapped by
+``src.backbones.text.TextModel``): ``encoder`` (BERT/RoBERTa) keeps them in
+``base_model.encoder.layer``, ``decoder`` (Phi-3/Llama) in ``base_model.layers``. ``iter_blocks``
+lists them in depth order for both ``inject`` and ``src.pace.noise.attach_noise`` (which gives
+block k its σ_k).
+
+Target names: the ViT names of ``BLOCK_LINEARS`` (``attn.qkv``, ``attn.proj``, ``mlp.fc1``,
+``mlp.fc2``) mean the roles "query/key/value, attention output, MLP in, MLP out" and are translated
+to a text family's own linears (one log line says which); a family's own names (``query``,
+``attention.self.value``, ``qkv_proj``, ``o_proj`` …) are used as they are.
 
 Sites a method can ask for:
 
@@ -17,15 +25,75 @@ Sites a method can ask for:
 
 from __future__ import annotations
 
+import logging
+
 from torch import nn
 
-from src.adapters.configs import AdapterConfig, LinearSitesConfig
+from src.adapters.configs import BLOCK_LINEARS, AdapterConfig, LinearSitesConfig
 from src.errors import UserError
 
-FAMILIES = ("vit", "swin")
+log = logging.getLogger(__name__)
+
+FAMILIES = ("vit", "swin", "encoder", "decoder")
+TEXT_FAMILIES = ("encoder", "decoder")
+
+# What the ViT role names (BLOCK_LINEARS) are in each text block layout; a layout is recognised by
+# the first name of its "attn.qkv" entry being a module of the block.
+TEXT_ROLES = {
+    "bert": {  # BERT, RoBERTa (the paper's GLUE backbone), MiniLM
+        "attn.qkv": ["attention.self.query", "attention.self.key", "attention.self.value"],
+        "attn.proj": ["attention.output.dense"],
+        "mlp.fc1": ["intermediate.dense"],
+        "mlp.fc2": ["output.dense"],
+    },
+    "phi3": {  # Phi-3: fused qkv and gate/up projections
+        "attn.qkv": ["self_attn.qkv_proj"],
+        "attn.proj": ["self_attn.o_proj"],
+        "mlp.fc1": ["mlp.gate_up_proj"],
+        "mlp.fc2": ["mlp.down_proj"],
+    },
+    "llama": {  # Llama, Mistral, SmolLM2: separate projections
+        "attn.qkv": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+        "attn.proj": ["self_attn.o_proj"],
+        "mlp.fc1": ["mlp.gate_proj", "mlp.up_proj"],
+        "mlp.fc2": ["mlp.down_proj"],
+    },
+}
+
+# Methods whose sites exist only in timm vision blocks: refused on a text family in one line.
+VISION_ONLY = {
+    "vpt_deep": "it inserts prompt tokens between timm ViT blocks",
+    "vpt_shallow": "it inserts prompt tokens between timm ViT blocks",
+    "adapter": "it wraps a timm block's norm2 + mlp path",
+    "adaptformer": "it wraps a timm block's norm2 + mlp path",
+    "gps": "its scoring pass is written for image classification",
+    "grft": "its scoring pass is written for image classification",
+}
+
+
+def check_method_fits(model: nn.Module, name: str) -> None:
+    """Refuse, in one line, a method whose sites a text backbone does not have."""
+    family = getattr(model, "text_family", None)
+    if family in TEXT_FAMILIES and name in VISION_ONLY:
+        raise UserError(
+            f"adapter '{name}' does not apply to a transformers {family} backbone: "
+            f"{VISION_ONLY[name]}; use a method on linear layers (lora, lora_add, "
+            "lora_mul_vpt_add, vpt_add, glora, vera, repadapter, ssf, bitfit, full, linear)"
+        )
+
+
+def text_blocks(model: nn.Module) -> list[nn.Module]:
+    """The layers of a wrapped transformers model (``TextModel``): encoder or decoder stack."""
+    base = model.hf.base_model
+    if model.text_family == "encoder":
+        return list(base.encoder.layer)
+    return list(base.layers)
 
 
 def backbone_family(model: nn.Module) -> str:
+    family = getattr(model, "text_family", None)
+    if family in TEXT_FAMILIES:
+        return family
     blocks = getattr(model, "blocks", None)
     if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) > 0:
         return "vit"
@@ -42,7 +110,10 @@ def backbone_family(model: nn.Module) -> str:
 
 def iter_blocks(model: nn.Module) -> list[nn.Module]:
     """The transformer blocks of ``model`` in depth order."""
-    if backbone_family(model) == "vit":
+    family = backbone_family(model)
+    if family in TEXT_FAMILIES:
+        return text_blocks(model)
+    if family == "vit":
         return list(model.blocks)
     return [block for layer in model.layers for block in layer.blocks]
 
@@ -79,24 +150,65 @@ def _inside_blocks(model, config, keep) -> list[tuple[str, nn.Module]]:
     return found
 
 
+def text_layout(block: nn.Module) -> str | None:
+    """Which entry of TEXT_ROLES a transformers block follows (None: not a known layout)."""
+    names = {rel for rel, _ in block.named_modules()}
+    for layout, roles in TEXT_ROLES.items():
+        if all(name in names for role in roles.values() for name in role):
+            return layout
+    return None
+
+
+def translate_targets(model: nn.Module, targets: list[str]) -> list[str]:
+    """ViT role names -> the text block's own linears; other names unchanged."""
+    if backbone_family(model) not in TEXT_FAMILIES or not set(targets) & set(BLOCK_LINEARS):
+        return targets
+    layout = text_layout(iter_blocks(model)[0])
+    if layout is None:
+        return targets
+    roles = TEXT_ROLES[layout]
+    translated = [name for t in targets for name in roles.get(t, [t])]
+    log.info("adapter.targets %s are the %s block's %s", targets, layout, translated)
+    return translated
+
+
 def block_linears(model: nn.Module, config: LinearSitesConfig) -> list[tuple[str, nn.Module]]:
-    targets = list(config.targets)
+    """The Linears of the selected blocks whose block-relative name is a target.
+
+    A target matches a module named exactly so; a target that names no module of a block exactly
+    matches by suffix (``qkv`` for ``attn.qkv``). Exact names come first because in BERT
+    ``output.dense`` (MLP out) is also a suffix of ``attention.output.dense``.
+    """
+    targets = translate_targets(model, list(config.targets))
+    blocks = selected_blocks(model, config)
+    exact = {t for t in targets for _, b in blocks for rel, _ in b.named_modules() if rel == t}
 
     def keep(rel: str, module: nn.Module) -> bool:
         return isinstance(module, nn.Linear) and any(
-            rel == t or rel.endswith("." + t) for t in targets
+            rel == t or (t not in exact and rel.endswith("." + t)) for t in targets
         )
 
     found = _inside_blocks(model, config, keep)
     if not found:
         raise UserError(
             f"adapter '{config.name}' found none of the target layers {targets} in the blocks "
-            f"of {type(model).__name__}; set adapter.targets to names such as {BLOCK_EXAMPLE}"
+            f"of {type(model).__name__}; set adapter.targets to names such as "
+            f"{block_example(model)}"
         )
     return found
 
 
 BLOCK_EXAMPLE = "[attn.qkv, attn.proj, mlp.fc1, mlp.fc2]"
+
+
+def block_example(model: nn.Module) -> str:
+    """Target names to suggest for this model's blocks."""
+    if backbone_family(model) in TEXT_FAMILIES:
+        layout = text_layout(iter_blocks(model)[0])
+        if layout is not None:
+            names = [n for role in TEXT_ROLES[layout].values() for n in role]
+            return f"[{', '.join(names)}]"
+    return BLOCK_EXAMPLE
 
 
 def block_norms(model: nn.Module, config: AdapterConfig) -> list[tuple[str, nn.Module]]:

@@ -67,6 +67,8 @@ class WeightsSource:
             return RANDOM
         if self.kind == "timm":
             return f"{TIMM}{self.tag}"
+        if self.kind == "transformers" and self.path is None:  # a model id in the HF cache
+            return f"transformers:{self.tag}"
         return f"file:{self.path.name}@sha256:{self.sha256[:16]}"
 
     @property
@@ -110,6 +112,22 @@ def resolve_weights(name: str, weights) -> WeightsSource:
         _check_tag(name, tag)
         return _from_hub(tag)
     return WeightsSource("file", path=check_weights_path(weights).resolve())
+
+
+def resolve_text_weights(backbone_cfg) -> WeightsSource:
+    """What a transformers backbone starts from (``src.backbones.text``): random, the weights file
+    of a local model folder (hashed like any file), or a model id the HF cache holds."""
+    from src.backbones.text import model_source
+
+    if backbone_cfg.get("weights") == RANDOM:
+        return WeightsSource(RANDOM, tag=backbone_cfg.get("name"))
+    source = Path(model_source(backbone_cfg.get("name"), backbone_cfg.get("path")))
+    if source.is_dir():
+        files = [source / f for f in ("model.safetensors", "pytorch_model.bin")]
+        found = next((f for f in files if f.is_file()), None)
+        if found is not None:
+            return WeightsSource("file", tag=backbone_cfg.get("name"), path=found.resolve())
+    return WeightsSource("transformers", tag=str(source))
 
 
 # ----------------------------------------------------------------------------- timm tags

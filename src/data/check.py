@@ -261,6 +261,8 @@ def check_root(
     root: Path, benchmarks: list[str] | None = None, sample: int = 20, seed: int = 0
 ) -> tuple[list[str], bool]:
     """Report lines and whether every task found is usable."""
+    from src.data.text_check import check_text_root
+
     rng = random.Random(seed)
     lines, healthy = [f"data root {root}"], True
     for name, cls in BENCHMARKS.items():
@@ -301,13 +303,18 @@ def check_root(
             more, usable = _report_unknown(cls, root, folder, sample, rng)
             healthy &= usable
             lines += more
-    return lines, healthy
+    text_lines, text_healthy = check_text_root(root, benchmarks)  # GLUE, GSM-8K
+    return lines + text_lines, healthy and text_healthy
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", nargs="?", type=Path, help="data root (default: data/)")
-    parser.add_argument("--benchmark", action="append", choices=sorted(BENCHMARKS))
+    from src.data.text_check import TEXT_BENCHMARKS
+
+    parser.add_argument(
+        "--benchmark", action="append", choices=sorted([*BENCHMARKS, *TEXT_BENCHMARKS])
+    )
     parser.add_argument("--sample", type=int, default=20, help="images decoded per split")
     args = parser.parse_args(argv)
     root = args.root

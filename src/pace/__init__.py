@@ -15,6 +15,7 @@ from src.pace.consistency import (
     FastPACE,
     LazyPACE,
     LossParts,
+    Objective,
     Regulariser,
 )
 from src.pace.droppath import DROP_PATH_SCALES, paired_batch, share_drop_path_masks
@@ -36,13 +37,15 @@ def build_regulariser(
     drop_path_scale: str = "keep_prob",
     history_init: str = "unseen",
     noise_dtype: str = "branch",
+    objective: Objective | None = None,
 ) -> Regulariser:
     """Prepare ``model`` in place for ``mode`` and return the matching objective.
 
     ``none`` leaves the model untouched (it trains on merged weights); the PACE modes attach the
     σ schedule to every adapter branch and the head, and make drop-path masks shareable.
     ``drop_path_scale``, ``history_init`` (fast) and ``noise_dtype`` are switches of the training
-    recipe whose official values docs/recipe.md lists.
+    recipe whose official values docs/recipe.md lists. ``objective``: the task loss and PACE's
+    output distance (default: image classification's cross-entropy and squared logit distance).
     """
     check_choice("pace mode", mode, MODES)
     check_choice("recipe.noise_dtype", noise_dtype, NOISE_DTYPES)
@@ -53,7 +56,7 @@ def build_regulariser(
     if lam < 0:
         raise UserError(f"lam must be >= 0 (a loss weight), got lam={lam}")
     if mode == "none":
-        return Regulariser()
+        return Regulariser(objective=objective)
     if mode == "lazy" and interval < 1:
         raise UserError(
             f"pace.interval (recipe.lazy_interval) must be a positive integer, got {interval}"
@@ -63,10 +66,10 @@ def build_regulariser(
         noise.noise_dtype = NOISE_DTYPES[noise_dtype]
     share_drop_path_masks(model, drop_path_scale)
     if mode == "pace":
-        return PACE(lam)
+        return PACE(lam, objective=objective)
     if mode == "lazy":
-        return LazyPACE(lam, interval)
-    return FastPACE(lam, history_init)
+        return LazyPACE(lam, interval, objective=objective)
+    return FastPACE(lam, history_init, objective=objective)
 
 
 __all__ = [

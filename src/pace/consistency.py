@@ -34,16 +34,30 @@ def squared_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).sum(dim=-1).mean()
 
 
+class Objective:
+    """What the outputs are trained on (the task loss, logged as ``ce``) and PACE's distance
+    between two copies' outputs. The default is image classification: cross-entropy and
+    ``squared_distance`` of the logits; text tasks (regression, causal LM) subclass it in
+    ``src/text/objectives.py``."""
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, targets)
+
+    def distance(self, a: torch.Tensor, b: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return squared_distance(a, b)
+
+
 class Regulariser(nn.Module):
     """Baseline objective: one pass, cross-entropy only (``pace=none``)."""
 
-    def __init__(self, lam: float = 0.0):
+    def __init__(self, lam: float = 0.0, objective: Objective | None = None):
         super().__init__()
         self.lam = float(lam)
+        self.objective = objective or Objective()
 
     def forward(self, model, x, y, index, step: int) -> LossParts:
         logits = model(x)
-        ce = F.cross_entropy(logits, y)
+        ce = self.objective.loss(logits, y)
         return LossParts(ce, ce, ce.new_zeros(()), logits, y)
 
     def prepare(self, num_train: int, num_classes: int) -> None:
@@ -57,8 +71,8 @@ class PACE(Regulariser):
     (``src/pace/twin.py``); False runs the whole network on ``[x; x]`` (the test oracle).
     """
 
-    def __init__(self, lam: float = 0.0, share_prefix: bool = True):
-        super().__init__(lam)
+    def __init__(self, lam: float = 0.0, share_prefix: bool = True, objective=None):
+        super().__init__(lam, objective)
         self.share_prefix = share_prefix
 
     def pace_loss(self, model, x, y) -> LossParts:
@@ -67,8 +81,8 @@ class PACE(Regulariser):
         else:
             with paired_batch(model):
                 f1, f2 = model(torch.cat([x, x])).chunk(2)
-        ce = F.cross_entropy(f1, y)
-        consistency = squared_distance(f1, f2)
+        ce = self.objective.loss(f1, y)
+        consistency = self.objective.distance(f1, f2, y)
         return LossParts(ce + self.lam * consistency, ce, consistency, f1, y)
 
     def forward(self, model, x, y, index, step: int) -> LossParts:
@@ -78,8 +92,8 @@ class PACE(Regulariser):
 class LazyPACE(PACE):
     """Every ``interval``-th step, full PACE on the first half of the batch; else one noisy pass."""
 
-    def __init__(self, lam: float, interval: int = 2, share_prefix: bool = True):
-        super().__init__(lam, share_prefix)
+    def __init__(self, lam: float, interval: int = 2, share_prefix: bool = True, objective=None):
+        super().__init__(lam, share_prefix, objective)
         if interval < 1:
             raise ValueError(f"lazy interval must be >= 1, got {interval}")
         self.interval = int(interval)
@@ -110,8 +124,8 @@ class FastPACE(Regulariser):
     or all-True. The term is averaged over the whole batch, so unseen samples count as zero.
     """
 
-    def __init__(self, lam: float, history_init: str = "unseen"):
-        super().__init__(lam)
+    def __init__(self, lam: float, history_init: str = "unseen", objective=None):
+        super().__init__(lam, objective)
         check_choice("recipe.fast_history_init", history_init, HISTORY_INITS)
         self.history_init = history_init
         self.register_buffer("history", torch.zeros(0, 0))
@@ -128,7 +142,7 @@ class FastPACE(Regulariser):
         if self.history.numel() == 0:
             raise RuntimeError("FastPACE.prepare(num_train, num_classes) was not called")
         logits = model(x)
-        ce = F.cross_entropy(logits, y)
+        ce = self.objective.loss(logits, y)
         seen = self.seen[index]
         diff = (logits - self.history[index]).pow(2).sum(dim=-1)
         consistency = (diff * seen).sum() / x.shape[0]

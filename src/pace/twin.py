@@ -30,6 +30,8 @@ def first_noisy_block(model: nn.Module) -> nn.Module | None:
     ``src.pace.noise.attach_noise`` does); a noisy branch outside every block before the first
     noisy block (e.g. at the patch embedding under another schedule) means nothing is shared.
     """
+    if not getattr(model, "shares_twin_prefix", True):  # blocks take more than the hidden
+        return None  # states (a transformers layer's attention mask): run [x; x] throughout
     first = next((m for m in model.modules() if _noisy(m)), None)
     if first is None:  # no noise at all: σ = 0, evaluation, or no branches
         return None
