@@ -105,6 +105,8 @@ def load_tweets(path: Path) -> tuple[list[str], np.ndarray, list[str], dict[str,
             "this is not the election-tweets corpus"
         )
     by_text: dict[str, set[str]] = {}
+    # no_words: rows that are a bare link; duplicate: rows whose cleaned text came before;
+    # conflicting_labels: texts (not rows) posted by both accounts.
     dropped = {"no_words": 0, "duplicate": 0, "conflicting_labels": 0}
     for row in rows:
         text = clean_text(row[TEXT_COLUMN])
