@@ -16,8 +16,8 @@ the tokenizer with its chat template, ``provenance.json``) under ``checkpoints/s
     python -m tools.demo_assets.text_smollm2 [--source FILE.gguf] [--out checkpoints/smollm2_135m]
         [--max-perplexity 100] [--force]
 
-Loading the GGUF takes about 9 minutes on this 2-core machine under load (the dequantisation is
-numpy); the saved folder loads in seconds.
+Reading the GGUF took 466 s on this 2-core machine at load average ~20 (2 min of CPU time: the
+dequantisation is numpy); the saved folder loads in 3 s. Measured: perplexity 27.5.
 """
 
 from __future__ import annotations
