@@ -40,6 +40,7 @@ from src.config import unread_appended_keys, validate_train_config
 from src.extras import apply_extras
 from src.launch import drop_requeue_checkpoints, hold_requeue_signal, prepare_ddp_for_this_job
 from src.loggers import log_run_config
+from src.precision import check_precision
 from src.run_folder import (
     Launch,
     begin_run,
@@ -79,6 +80,7 @@ def build_finetuner(cfg: DictConfig, num_classes: int) -> FineTuner:
 def check_launch(cfg: DictConfig) -> Launch:
     """Everything checked before a launch writes: the config's values, then its run folder."""
     validate_train_config(cfg)
+    check_precision(cfg.get("trainer") or {})
     return prepare_run_folder(cfg)
 
 
