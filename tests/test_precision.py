@@ -28,6 +28,7 @@ import torch
 from src.adapters import ADAPTERS, branch_modules, use_fused_paths
 from src.pace import build_regulariser
 from src.pace.consistency import FastPACE
+from src.precision import precision_problem
 from tests.test_adapters import SMALL, adapted, perturb_trainable, x_batch
 from tests.test_fast_paths import output_and_grads
 
@@ -225,3 +226,36 @@ def test_cli_refuses_16_mixed_on_cpu_in_one_line(tmp_path):
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "trainer.precision=bf16-mixed" in errors[0], result.stderr
+
+
+# ------------------------------------------------ trainer=gpu, and precisions a device lacks
+
+
+def test_trainer_gpu_and_ddp_train_in_bf16_mixed(compose_cfg):
+    gpu = compose_cfg("trainer=gpu").trainer
+    assert (gpu.accelerator, gpu.devices, gpu.precision) == ("gpu", 1, "bf16-mixed")
+    ddp = compose_cfg("trainer=ddp").trainer
+    assert (ddp.accelerator, ddp.devices, ddp.strategy, ddp.precision) == (
+        "gpu", 2, "ddp", "bf16-mixed",
+    )  # fmt: skip
+    assert compose_cfg().trainer.precision == "32-true"  # the default, CPU-friendly
+
+
+@pytest.mark.parametrize(
+    ("precision", "device", "has_bf16", "fragment"),
+    [
+        ("16-mixed", "cpu", True, "on CPU pass trainer.precision=bf16-mixed"),
+        ("bf16-mixed", "cuda", False, "pass trainer.precision=16-mixed"),
+        ("bf16-mixed", "cuda", True, None),
+        ("16-mixed", "cuda", False, None),
+        ("bf16-mixed", "cpu", True, None),
+        ("32-true", "cpu", True, None),
+    ],
+)
+def test_a_precision_the_device_lacks_is_named_with_its_fix(precision, device, has_bf16, fragment):
+    problem = precision_problem(precision, device, "Tesla V100-SXM2-16GB", has_bf16)
+    if fragment is None:
+        assert problem is None
+    else:
+        assert fragment in problem and "\n" not in problem
+        assert ("V100" in problem) == (device == "cuda")
