@@ -244,6 +244,8 @@ class Trainer:
         self.steps(self.steps_per_unit)
 
     def steps(self, count: int) -> None:
+        from src.adapters.sparse import set_loss_scale
+
         for _ in range(count):
             self.optimizer.zero_grad(set_to_none=True)
             with self.autocast():
@@ -254,6 +256,7 @@ class Trainer:
                 parts.loss.backward()
                 self.optimizer.step()
             else:
+                set_loss_scale(self.model, self.scaler.get_scale())  # GRFT's penalty gradient
                 self.scaler.scale(parts.loss).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()

@@ -11,6 +11,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.adapters import count_parameters, set_branches_enabled
+from src.adapters.sparse import set_loss_scale
 from src.errors import UserError, check_choice
 from src.fingerprint import frozen_fingerprint
 from src.pace import Regulariser
@@ -171,6 +172,9 @@ class FineTuner(LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, index = batch
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # 16-mixed only
+        if scaler is not None:  # the scale the loss will be backpropagated with
+            set_loss_scale(self.model, scaler.get_scale())
         parts = self.regulariser(self.model, x, y, index, self.global_step)
         # Stop before the optimiser applies a NaN/inf loss: the weights (and every checkpoint)
         # stay finite. One device sync per step, which the progress bar's loss costs anyway.

@@ -26,6 +26,7 @@ import pytest
 import torch
 
 from src.adapters import ADAPTERS, branch_modules, use_fused_paths
+from src.adapters.sparse import set_loss_scale
 from src.pace import build_regulariser
 from src.pace.consistency import FastPACE
 from src.precision import precision_problem
@@ -259,3 +260,24 @@ def test_a_precision_the_device_lacks_is_named_with_its_fix(precision, device, h
     else:
         assert fragment in problem and "\n" not in problem
         assert ("V100" in problem) == (device == "cuda")
+
+
+def test_grft_penalty_gradient_keeps_its_size_under_loss_scaling():
+    # 16-mixed backpropagates the loss times the GradScaler's scale S and divides the gradients
+    # by S afterwards; GRFT's penalty 2μΔ, added during backward, must be added times S too.
+    model = adapted(("grft", {"mu": 0.1})).train()
+    perturb_trainable(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.0)
+
+    def gradients(scale: float) -> list[torch.Tensor]:
+        optimizer.zero_grad()
+        scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+        set_loss_scale(model, scaler.get_scale())
+        loss = torch.nn.functional.cross_entropy(model(x_batch(4)), torch.arange(4))
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        return [p.grad.clone() for p in params]
+
+    for scaled, plain in zip(gradients(2.0**10), gradients(1.0), strict=True):
+        torch.testing.assert_close(scaled, plain, rtol=1e-5, atol=1e-7)
