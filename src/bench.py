@@ -99,6 +99,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drop-path", type=float, default=0.1)
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument(
+        "--precision",
+        default="32-true",
+        help="32-true, bf16-mixed or 16-mixed (GPU only): every step, eval pass and memory "
+        "subprocess under the autocast Lightning's trainer.precision of that name uses",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=0,
@@ -154,11 +160,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def validate(args: argparse.Namespace) -> None:
     from src.adapters import SCHEMAS
     from src.errors import UserError, check_choice
+    from src.precision import BENCH_PRECISIONS, precision_problem
 
     for name in args.adapters:
         check_choice("adapter", name, SCHEMAS)
     for mode in args.modes:
         check_choice("pace mode", mode, MODES)
+    check_choice("--precision", args.precision, BENCH_PRECISIONS)
+    problem = precision_problem(args.precision, resolve_device(args.device).type)
+    if problem:
+        raise UserError(problem.replace("trainer.precision=", "--precision "))
     if "none" not in args.modes:
         raise UserError("--modes must include none: every ratio is relative to it")
     for key in ("settle", "warmup", "memory_jobs"):
@@ -181,6 +192,7 @@ class Trainer:
         from src.model import build_model
         from src.module import FineTuner
         from src.pace import build_regulariser
+        from src.precision import autocast
 
         fields = {f.name for f in dataclasses.fields(SCHEMAS[case.adapter])}
         extra = {"rank": args.rank} if "rank" in fields else {}
@@ -206,6 +218,10 @@ class Trainer:
             use_fused_paths(self.model, False)
             self.regulariser.share_prefix = False
         self.optimizer = create_optimizer_v2(self.model, "adamw", lr=1e-4, weight_decay=1e-4)
+        # As Lightning's precision plugins: the forward under autocast, and for float16 the
+        # loss scaled (GradScaler) so that small gradients do not flush to zero.
+        self.autocast = lambda: autocast(args.precision, device.type)
+        self.scaler = torch.amp.GradScaler(device.type) if args.precision == "16-mixed" else None
         # The FineTuner's own diagnostic, so its measured cost is the real one.
         self.grad_norm = FineTuner(self.model, self.regulariser, self.num_classes)._ce_grad_norm
         self.case = case
@@ -228,13 +244,22 @@ class Trainer:
         self.steps(self.steps_per_unit)
 
     def steps(self, count: int) -> None:
+        from src.adapters.sparse import set_loss_scale
+
         for _ in range(count):
             self.optimizer.zero_grad(set_to_none=True)
-            parts = self.regulariser(self.model, self.x, self.y, self.index, self.step_count)
-            if self.case.grad_norm:
-                self.grad_norm(parts.ce)
-            parts.loss.backward()
-            self.optimizer.step()
+            with self.autocast():
+                parts = self.regulariser(self.model, self.x, self.y, self.index, self.step_count)
+                if self.case.grad_norm:
+                    self.grad_norm(parts.ce)
+            if self.scaler is None:
+                parts.loss.backward()
+                self.optimizer.step()
+            else:
+                set_loss_scale(self.model, self.scaler.get_scale())  # GRFT's penalty gradient
+                self.scaler.scale(parts.loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             self.step_count += 1
 
     def timed_unit(self) -> float:
@@ -349,7 +374,7 @@ def eval_throughput(args: argparse.Namespace, trainer: Trainer, rounds: int = 3)
 
     model = trainer.model.eval()
     times = []
-    with torch.no_grad():
+    with torch.no_grad(), trainer.autocast():  # Lightning validates under autocast too
         for _ in range(rounds + 1):
             synchronize(trainer.device)
             start = time.perf_counter()
@@ -549,6 +574,13 @@ def fmt(value, pattern: str) -> str:
     return "–" if value is None else format(value, pattern)
 
 
+def precision_note(precision: str) -> str:
+    if precision == "32-true":
+        return ", float32."
+    dtype = "float16 with loss scaling" if precision == "16-mixed" else "bfloat16"
+    return f", precision {precision} ({dtype} autocast, float32 weights; eval too)."
+
+
 def markdown(result: dict) -> str:
     m, s = result["machine"], result["settings"]
     lines = [
@@ -559,7 +591,8 @@ def markdown(result: dict) -> str:
         f"{s['backbone']} at {s['img_size']} px, batch {s['batch']}, random weights, σ = "
         f"{s['sigma']}, drop-path {s['drop_path']}, median of {s['steps']} interleaved rounds "
         f"({s['warmup']} warm-up discarded), each timed step right after "
-        f"{s.get('settle', 0)} untimed one(s) of the same case; forward + backward + AdamW step.",
+        f"{s.get('settle', 0)} untimed one(s) of the same case; forward + backward + AdamW step"
+        + precision_note(s.get("precision", "32-true")),
         f"Machine: {m['cpu']}"
         + (f", GPU {m['gpu']}" if m["gpu"] else "")
         + f", {m['threads']} threads, torch {m['torch']}, timm {m['timm']}, "

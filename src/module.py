@@ -11,6 +11,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.adapters import count_parameters, set_branches_enabled
+from src.adapters.sparse import set_loss_scale
 from src.errors import UserError, check_choice
 from src.fingerprint import frozen_fingerprint
 from src.pace import Regulariser
@@ -179,6 +180,9 @@ class FineTuner(LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, index = batch
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # 16-mixed only
+        if scaler is not None:  # the scale the loss will be backpropagated with
+            set_loss_scale(self.model, scaler.get_scale())
         # Lazy PACE alternates per training iteration (batch), as the official loop counts; with
         # trainer.accumulate_grad_batches > 1 the optimiser-step count would make whole steps
         # PACE or CE. Lightning keeps this count in the loop state, so a resume continues it.

@@ -47,6 +47,7 @@ from src.config import refuse_unread_keys, validate_train_config
 from src.extras import apply_extras
 from src.launch import drop_requeue_checkpoints, prepare_ddp_for_this_job
 from src.loggers import log_run_config
+from src.precision import check_precision
 from src.run_folder import (
     Launch,
     begin_run,
@@ -100,6 +101,7 @@ def check_launch(cfg: DictConfig) -> Launch:
 
     refuse_unread_keys(cfg, config_groups())
     validate_train_config(cfg)
+    check_precision(cfg.get("trainer") or {})
     return prepare_run_folder(cfg)
 
 

@@ -75,9 +75,28 @@ def test_bench_writes_json_and_markdown(tmp_path):
     assert "train/grad_norm on a `none` step" in (out / "bench.md").read_text()
 
 
+def test_bench_runs_every_mode_under_bf16_autocast(tmp_path):
+    # The same table under Lightning's bf16-mixed: every step (and the eval pass) in autocast.
+    out = tmp_path / "bench"
+    args = [*TINY, "--precision", "bf16-mixed", "--no-memory", "--no-grad-norm", "--out", str(out)]
+    assert bench.main(args) == 0
+    result = check_outputs(out, ["lora_mul_vpt_add", "lora_add"], list(bench.MODES), memory=False)
+    assert result["settings"]["precision"] == "bf16-mixed"
+    assert "precision bf16-mixed (bfloat16 autocast" in (out / "bench.md").read_text()
+    trainer = bench.Trainer(
+        bench.parse_args(args), bench.Case("lora_mul_vpt_add", "pace"), torch.device("cpu")
+    )
+    logits = []
+    trainer.model.get_classifier().register_forward_hook(lambda m, a, out: logits.append(out))
+    trainer.steps(1)
+    assert logits[0].dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--precision", "fp8"], "unknown --precision 'fp8'"),
+        (["--precision", "16-mixed", "--device", "cpu"], "needs a GPU"),
         (["--modes", "pace"], "--modes must include none"),
         (["--adapters", "lora_nope"], "unknown adapter 'lora_nope'"),
         (["--batch", "0"], "--batch must be >= 1"),

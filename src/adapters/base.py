@@ -37,7 +37,7 @@ from src.adapters.configs import (  # noqa: F401  (re-exported: the contract's c
     LinearSitesConfig,
     store_schema,
 )
-from src.adapters.fused import dense_noisy_linear
+from src.adapters.fused import compute_dtype, dense_noisy_linear
 from src.errors import UserError, check_choice
 
 
@@ -98,11 +98,14 @@ class BranchModule(nn.Module):
         return h0 + (noise(delta_h) if noisy else delta_h)
 
     def noisy_forward(self, x: torch.Tensor, noise: nn.Module) -> torch.Tensor:
-        """``h0 + z ⊙ Δh`` with ``z = noise.draw(shape, dtype, device)``, in one fused
+        """``h0 + z ⊙ Δh`` with ``z = noise.draw(shape, Δh's dtype, device)``, in one fused
         multiply-add: no broadcast copy of Δh and no separate ``z ⊙ Δh`` temporary."""
         h0 = self.base(x)
-        z = noise.draw(h0.shape, h0.dtype, h0.device)
-        return torch.addcmul(h0, self.branch(x, h0), z)
+        delta_h = self.branch(x, h0)
+        # The noise takes Δh's dtype, as in the plain path: under autocast Δh may differ from h0
+        # (SSF's (γ − 1) ⊙ h0 + β is float32 beside a bf16 linear output).
+        z = noise.draw(h0.shape, delta_h.dtype, h0.device)
+        return torch.addcmul(h0, delta_h, z)
 
     @classmethod
     def sites(cls, model: nn.Module, config: AdapterConfig) -> list[tuple[str, nn.Module]]:
@@ -197,8 +200,9 @@ class AdaptedLinear(BranchModule):
         dense = self.dense_delta()
         if dense is None:
             return super().noisy_forward(x, noise)
-        z = noise.draw(x.shape[:-1] + (self.out_features,), x.dtype, x.device)
-        if z.dtype != x.dtype:  # float32 noise on a low-precision branch promotes the output
+        dtype = compute_dtype(x)  # the branch's dtype: autocast's under mixed precision
+        z = noise.draw(x.shape[:-1] + (self.out_features,), dtype, x.device)
+        if z.dtype != dtype:  # float32 noise on a low-precision branch promotes the output
             h0 = self.base(x)
             return torch.addcmul(h0, F.linear(x, *dense), z)
         return dense_noisy_linear(x, self.base.weight, self.base_bias(), *dense, z)

@@ -62,6 +62,15 @@ class DenseNoisyLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b, grad_dw, grad_db, None
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a linear layer computes ``x`` in: autocast's when autocast is on for x's device
+    (what ``F.linear`` would run in; autocast leaves float64 alone), else x's own."""
+    device = x.device.type
+    if x.dtype != torch.float64 and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
 def dense_noisy_linear(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -70,5 +79,12 @@ def dense_noisy_linear(
     delta_bias: torch.Tensor,
     z: torch.Tensor,
 ) -> torch.Tensor:
-    """``x Wᵀ + b + z ⊙ (x ΔWᵀ + Δb)`` with ``z`` broadcastable to the output."""
+    """``x Wᵀ + b + z ⊙ (x ΔWᵀ + Δb)`` with ``z`` broadcastable to the output, computed in
+    :func:`compute_dtype` (``z`` is drawn in it: the caller takes another path otherwise)."""
+    # Under autocast every operand in its dtype, as F.linear would cast them (x may already be
+    # low-precision, e.g. after a GELU, while the weights are float32); else nothing changes.
+    dtype = compute_dtype(x)
+    x, weight, bias, delta_weight, delta_bias = (
+        t.to(dtype) for t in (x, weight, bias, delta_weight, delta_bias)
+    )
     return DenseNoisyLinear.apply(x, weight, bias, delta_weight, delta_bias, z)

@@ -117,6 +117,10 @@ class GRFT(_Calibrated):
     def __init__(self, base: nn.Linear, config: GRFTConfig):
         super().__init__(base)
         self.mu = float(config.mu)
+        # The factor the backpropagated loss carries: float16 mixed precision multiplies it by
+        # the GradScaler's scale and divides the gradients by it after backward, so the penalty
+        # added during backward must carry it too (else it would be divided by ~65,536).
+        self.loss_scale = 1.0
         self.select(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
 
     def select(self, rows: torch.Tensor, cols: torch.Tensor) -> None:
@@ -130,8 +134,8 @@ class GRFT(_Calibrated):
             p.register_post_accumulate_grad_hook(self._add_penalty_gradient)
 
     def _add_penalty_gradient(self, param: nn.Parameter) -> None:
-        if self.mu:
-            param.grad.add_(param.detach(), alpha=2 * self.mu)  # ∂(μ‖Δ‖²)/∂Δ
+        if self.mu:  # ∂(μ‖Δ‖²)/∂Δ, in the scale of the gradient it joins (see set_loss_scale)
+            param.grad.add_(param.detach(), alpha=2 * self.mu * self.loss_scale)
 
     def delta_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.base.weight
@@ -218,3 +222,10 @@ class GPS(_Calibrated):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, top_k={self.index.shape[1]}"
+
+
+def set_loss_scale(model: nn.Module, scale: float) -> None:
+    """Tell the layers that add a gradient during backward (GRFT's penalty) the loss's scale."""
+    for _, module in branch_modules(model):
+        if isinstance(module, GRFT):
+            module.loss_scale = float(scale)

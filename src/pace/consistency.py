@@ -18,6 +18,8 @@ from src.pace.droppath import paired_batch
 from src.pace.twin import twin_forward
 
 HISTORY_INITS = ("unseen", "zeros")
+# PACE-fast's history of every training sample's last logits (see FastPACE.prepare).
+HISTORY_DTYPE = torch.float32
 
 
 @dataclass
@@ -29,9 +31,26 @@ class LossParts:
     targets: torch.Tensor
 
 
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in at least float32 (unchanged when it already is).
+
+    Under mixed precision the logits come out of the head in bf16/fp16; the loss terms are
+    computed from them in float32 — the difference of two nearly equal logit vectors and its sum
+    of squares over the classes would otherwise be rounded to 8 (bf16) or 11 (fp16) bits, and
+    fp16 squares overflow above 256. Autocast does this for the CE by itself; the consistency
+    terms are plain arithmetic, which autocast runs in their inputs' dtype.
+    """
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def squared_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean over samples of the squared L2 distance between logit vectors."""
-    return (a - b).pow(2).sum(dim=-1).mean()
+    """Mean over samples of the squared L2 distance between logit vectors, in float32 or wider."""
+    return (full_precision(a) - full_precision(b)).pow(2).sum(dim=-1).mean()
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The CE in float32 or wider, also outside autocast (e.g. a model cast to bf16)."""
+    return F.cross_entropy(full_precision(logits), y)
 
 
 class Objective:
@@ -41,7 +60,7 @@ class Objective:
     ``src/text/objectives.py``."""
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(outputs, targets)
+        return cross_entropy(outputs, targets)
 
     def distance(self, a: torch.Tensor, b: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return squared_distance(a, b)
@@ -134,7 +153,9 @@ class FastPACE(Regulariser):
     def prepare(self, num_train: int, num_classes: int) -> None:
         if self.history.shape != (num_train, num_classes):
             device = self.history.device
-            self.history = torch.zeros(num_train, num_classes, device=device)
+            # float32 in every training precision: autocast never casts buffers, and the logits
+            # (bf16/fp16 under mixed precision) are widened when stored, so nothing rounds twice.
+            self.history = torch.zeros(num_train, num_classes, device=device, dtype=HISTORY_DTYPE)
             first_visit_counts = self.history_init == "zeros"
             self.seen = torch.full((num_train,), first_visit_counts, device=device)
 
@@ -144,10 +165,12 @@ class FastPACE(Regulariser):
         logits = model(x)
         ce = self.objective.loss(logits, y)
         seen = self.seen[index]
-        diff = (logits - self.history[index]).pow(2).sum(dim=-1)
+        diff = (full_precision(logits) - self.history[index]).pow(2).sum(dim=-1)
         consistency = (diff * seen).sum() / x.shape[0]
         with torch.no_grad():
             all_index = _gather_across_ranks(index)
-            self.history[all_index] = _gather_across_ranks(logits.detach().float())
+            # Widened before the gather: it also keeps bf16 out of collectives (gloo has none).
+            rows = _gather_across_ranks(logits.detach().to(self.history.dtype))
+            self.history[all_index] = rows
             self.seen[all_index] = True
         return LossParts(ce + self.lam * consistency, ce, consistency, logits, y)

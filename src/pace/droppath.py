@@ -34,13 +34,18 @@ class PairedDropPath(nn.Module):
         """The rescaled per-sample keep mask ``[B, 1, …]`` for batch ``x``."""
         keep = 1.0 - self.drop_prob
         n = x.shape[0] // 2 if self.paired else x.shape[0]
-        mask = x.new_empty((n,) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        # Drawn and scaled in at least float32 and rounded to x's dtype once (a bf16 mask's
+        # mean and 1/keep would each be rounded; the same seed gives the same mask in any dtype).
+        wide = torch.promote_types(x.dtype, torch.float32)
+        shape = (n,) + (1,) * (x.dim() - 1)
+        mask = torch.empty(shape, dtype=wide, device=x.device).bernoulli_(keep)
         if self.scale == "keep_prob":
             mask.div_(keep)
         else:
             # A batch where every sample was dropped stays all-zero (the official code's 1e-12
             # guard has the same effect) instead of dividing by zero.
             mask.div_(mask.mean().clamp_min(1e-12))
+        mask = mask.to(x.dtype)
         # Repeating the half keeps the batch mean unchanged, so both rules hold for [x; x] too.
         return torch.cat([mask, mask]) if self.paired else mask
 

@@ -57,7 +57,12 @@ class MultiplicativeNoise(nn.Module):
         else:
             size = tuple(shape)
         dtype = getattr(self, "noise_dtype", None) or dtype
-        return torch.randn(size, device=device, dtype=dtype).mul_(self.sigma).add_(1.0)
+        # Drawn and shifted in at least float32, then rounded to ``dtype`` once: N(1, σ²) drawn in
+        # bf16 would be rounded three times (draw, ·σ, +1), and a bf16 run would draw other
+        # numbers than a float32 run with the same seed; this way it gets the same noise, rounded.
+        wide = torch.promote_types(dtype, torch.float32)
+        z = torch.randn(size, device=device, dtype=wide).mul_(self.sigma).add_(1.0)
+        return z.to(dtype)
 
     def forward(self, branch: torch.Tensor) -> torch.Tensor:
         if not self.is_active():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from src.pace.consistency import Objective, squared_distance
+from src.pace.consistency import Objective, full_precision, squared_distance
 
 IGNORE = -100  # label of a position that is not an answer token (prompt, padding)
 
@@ -26,7 +26,8 @@ class Classification(Objective):
 
 class Regression(Objective):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(outputs[:, 0], targets.to(outputs.dtype))
+        # float32 under mixed precision, as every loss term (src/pace/consistency.py)
+        return F.mse_loss(full_precision(outputs[:, 0]), targets.to(torch.float32))
 
     def distance(self, a: torch.Tensor, b: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return squared_distance(a, b)
@@ -40,15 +41,14 @@ def next_token_view(logits: torch.Tensor, labels: torch.Tensor):
 class CausalLM(Objective):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits, labels = next_token_view(outputs, targets)
-        return F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE
-        )
+        flat = full_precision(logits).reshape(-1, logits.shape[-1])
+        return F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORE)
 
     def distance(self, a: torch.Tensor, b: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         a, labels = next_token_view(a, targets)
         b, _ = next_token_view(b, targets)
         answer = labels != IGNORE
-        per_position = (a - b).pow(2).sum(dim=-1)
+        per_position = (full_precision(a) - full_precision(b)).pow(2).sum(dim=-1)
         return (per_position * answer).sum() / answer.sum().clamp(min=1)
 
 
