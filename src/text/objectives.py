@@ -27,7 +27,8 @@ class Classification(Objective):
 class Regression(Objective):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         # float32 under mixed precision, as every loss term (src/pace/consistency.py)
-        return F.mse_loss(full_precision(outputs[:, 0]), targets.to(torch.float32))
+        prediction = full_precision(outputs[:, 0])
+        return F.mse_loss(prediction, targets.to(prediction.dtype))
 
     def distance(self, a: torch.Tensor, b: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return squared_distance(a, b)
