@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from src.errors import UserError
+from src.train import train
 from tests.text_models import save_tiny_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +21,45 @@ SCRIPT = ROOT / "experiments/text_demo/claims.py"
 spec = importlib.util.spec_from_file_location("text_demo_claims", SCRIPT)
 claims = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(claims)
+
+
+def write_tweets(root: Path, draws=(0, 1), k: int = 4) -> None:
+    """TWEETS-k<k>-s<draw> folders as make text-data writes them (GLUE single-sentence tsv)."""
+    words = ["great rally tonight", "crooked media", "stronger together", "make america great"]
+    for draw in draws:
+        folder = root / "glue_data" / f"TWEETS-k{k}-s{draw}"
+        folder.mkdir(parents=True)
+        for split, n in (("train", 2 * k), ("dev", 6)):
+            rows = [f"{words[(i + draw) % 4]} {i}\t{i % 2}" for i in range(n)]
+            (folder / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+
+
+def test_the_text_demo_experiment_trains_on_a_tweets_folder_with_the_fixed_protocol(
+    compose_cfg, tmp_path
+):
+    save_tiny_encoder(tmp_path / "checkpoints" / "minilm_l6", "bert")
+    write_tweets(tmp_path / "data", draws=(0,))
+    cfg = compose_cfg("experiment=text_demo", "debug=fast", f"paths.root_dir={tmp_path}",
+                      "data.task=TWEETS-k4-s0", "callbacks.progress_bar=null", "cpu_threads=1",
+                      "trainer.enable_model_summary=false", "pace=fast", "lam=0.1")  # fmt: skip
+    # The protocol experiments/text_demo/README.md fixed before any run (LoRA alone unless
+    # pace= is given; make demo-text gives pace=none,pace and pace=fast lam=0.1).
+    assert compose_cfg("experiment=text_demo").pace.mode == "none"
+    assert (cfg.pace.mode, cfg.pace.sigma, cfg.pace.lam) == ("fast", 1.5, 0.1)
+    assert compose_cfg("experiment=text_demo", "pace=pace").pace.lam == 1.0
+    assert (cfg.adapter.name, cfg.adapter.rank) == ("lora", 8)
+    assert list(cfg.adapter.targets) == ["attention.self.query", "attention.self.value"]
+    assert (cfg.data.batch_size, cfg.data.max_length, cfg.data.protocol) == (16, 64, "final")
+    assert cfg.backbone.path == f"{tmp_path}/checkpoints/minilm_l6"
+    assert cfg.diagnostics.grad_norm_every == "epoch"
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/acc"] <= 1.0  # dev.tsv, the demo's reported accuracy
+    assert "train/grad_norm" in metrics and "val/fp_distance" in metrics
+
+
+def test_the_text_demo_evaluates_once_at_the_end(compose_cfg, tmp_path):
+    cfg = compose_cfg("experiment=text_demo", "trainer.max_epochs=3")
+    assert cfg.trainer.check_val_every_n_epoch == 3 and cfg.trainer.num_sanity_val_steps == 0
 
 
 def write_run(folder, task, mode, acc, train_acc, grad_norm, fp_distance, lam=1.0):
@@ -77,13 +117,7 @@ def test_make_demo_text_runs_the_three_methods_over_the_draws_and_prints_the_pai
     """The real make recipe and multiruns on a tiny BERT where the MiniLM goes, two draws of 4
     tweets a class; the asset targets are taken as made (-o), as on a machine that ran them."""
     save_tiny_encoder(tmp_path / "checkpoints" / "minilm_l6", "bert")
-    words = ["great rally tonight", "crooked media", "stronger together", "make america great"]
-    for draw in (0, 1):
-        folder = tmp_path / "data" / "glue_data" / f"TWEETS-k4-s{draw}"
-        folder.mkdir(parents=True)
-        for split, n in (("train", 8), ("dev", 6)):
-            rows = [f"{words[(i + draw) % 4]} {i}\t{i % 2}" for i in range(n)]
-            (folder / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    write_tweets(tmp_path / "data")
     out = tmp_path / "logs" / "demo_text"
     cmd = ["make", "-f", str(ROOT / "Makefile"), f"VENV={sys.prefix}", "-o", "install",
            "-o", "text-data", "-o", "text-backbone", "demo-text", f"DEMO_TEXT_DIR={out}",
