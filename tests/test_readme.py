@@ -44,6 +44,7 @@ MAKE_COVERED_ELSEWHERE = {
     "test": "it is the command running this test",
     "test-fast": "a subset of `make test`, which is running this test",
     "bench": "tests/test_bench.py runs it on a tiny config",
+    "demo-text": "tests/test_text_demo.py runs it on a tiny BERT in the MiniLM's place",
 }
 # Make targets that need the demo's assets (a Debian package and a PyPI wheel).
 DEMO_TARGETS = ("demo-data", "backbone", "demo")

@@ -126,6 +126,26 @@ def test_missing_glue_names_the_layouts(tmp_path, models):
         glue(tmp_path, "qnli", models).locate()
 
 
+def test_a_custom_single_sentence_task_reads_its_own_folder(tmp_path, models):
+    """The text demo's layout (tools/demo_assets/text_tweets.py): glue_data/TWEETS-k2-s0/, SST-2's
+    header, labels 0/1; the folder name is the task name, and a typo is one error naming it."""
+    folder = tmp_path / "glue_data" / "TWEETS-k2-s0"
+    folder.mkdir(parents=True)
+    rows = {"train": ["Crooked Hillary!", "Stronger together. -H", "MAGA!", "I'm with her"],
+            "dev": ["Sad!", "Love trumps hate"]}  # fmt: skip
+    for split, texts in rows.items():
+        lines = [f"{t}\t{i % 2}" for i, t in enumerate(texts)]
+        (folder / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(lines) + "\n")
+    dm = glue(tmp_path, "TWEETS-k2-s0", models)
+    assert dm.num_classes == 2 and dm.objective == "classification"
+    assert dm.read("train") == ([(t,) for t in rows["train"]], [0, 1, 0, 1])
+    dm.setup("fit")
+    assert dm.train_size == 4 and len(dm.dataset("val")) == 2  # final: train -> dev
+    assert main_metric("TWEETS-k2-s0") == "acc"
+    with pytest.raises(UserError, match="not one of cola.*glue_data/TWEETS-k2-s9/train.tsv"):
+        glue(tmp_path, "TWEETS-k2-s9", models).locate()
+
+
 # ---------------------------------------------------------------- GSM-8K
 
 

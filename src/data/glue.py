@@ -18,6 +18,11 @@ qnli     header: index, question, sentence, label      question, sentence, label
 
 GLUE's test labels are not public, so ``final`` trains on train and reports dev (the paper's and
 LoRA's GLUE numbers are dev-set numbers); ``tune`` holds out a seeded 10 % of train as validation.
+
+Any other task name is a custom two-class single-sentence task in SST-2's layout: the folder
+``glue_data/<task>/`` (named exactly as ``data.task``) with ``{train,dev}.tsv`` headed
+``sentence<TAB>label``, labels 0 and 1 — e.g. the offline text demo's ``TWEETS-k16-s0``
+(``make text-data``).
 """
 
 from __future__ import annotations
@@ -80,6 +85,11 @@ LAYOUT = (
     "(save_to_disk output with dataset_dict.json, or train-*.parquet / validation-*.parquet)"
 )
 TUNE_FRACTION = 0.1
+
+
+def custom_task(name: str) -> GlueTask:
+    """A task outside GLUE's six: two classes, one sentence, SST-2's tsv layout, folder ``name``."""
+    return GlueTask(name, ("sentence",), ("sentence",), "label", ("0", "1"))
 
 
 def _read_tsv(path: Path, task: GlueTask) -> tuple[list[tuple[str, ...]], list]:
@@ -175,14 +185,12 @@ class GLUEDataModule(TextDataModule):
     protocols = {"final": "train -> dev (GLUE's reported number)", "tune": "90 % train -> 10 %"}
 
     def __init__(self, root: str, task: str, split_seed: int = 0, **kwargs):
-        if task not in GLUE_TASKS:
-            raise UserError(f"unknown GLUE task '{task}'; valid tasks: {', '.join(GLUE_TASKS)}")
         super().__init__(root, task, **kwargs)
         if self.protocol not in self.protocols:
             raise UserError(
                 f"unknown GLUE protocol '{self.protocol}'; valid: {', '.join(self.protocols)}"
             )
-        self.spec = GLUE_TASKS[task]
+        self.spec = GLUE_TASKS.get(task) or custom_task(task)
         self.num_classes = self.spec.num_classes
         self.objective = "regression" if self.num_classes == 1 else "classification"
         self.split_seed = split_seed
@@ -207,6 +215,12 @@ class GLUEDataModule(TextDataModule):
                 if folder.is_dir() and hf_split_files(folder, "train"):
                     self._found = ("datasets", folder)
                     return self._found
+        if self.task not in GLUE_TASKS:
+            raise UserError(
+                f"GLUE task '{self.task}' is not one of {', '.join(GLUE_TASKS)} and no custom task "
+                f"folder {root}/glue_data/{self.task}/train.tsv (sentence<TAB>label) exists; "
+                "check data.task and data.root"
+            )
         raise UserError(
             f"GLUE task '{self.task}' not found under {root}: expected {LAYOUT}; check data.root"
         )
