@@ -13,6 +13,7 @@ No torch here: the entry points import it before anything is built.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -68,6 +69,11 @@ def stop_cleanly_on_signals() -> None:
         signal.signal(signal.SIGINT, _on_stop_signal)
     if not _installed:
         os.register_at_fork(after_in_child=quiet_forked_children)
+        # multiprocessing's own exit handler, registered on this import, runs after ours (atexit
+        # is last in, first out): ours has already ended the workers it would wait for.
+        import multiprocessing.util  # noqa: F401
+
+        atexit.register(end_forked_workers)
         _installed = True
 
 
@@ -80,9 +86,22 @@ def quiet_forked_children() -> None:
     worker dies from a SIGTERM not sent by its parent, which the parent then reports as
     "DataLoader worker exited unexpectedly". Blocked, the signals stay pending in the worker
     while the parent stops at a batch boundary and shuts its workers down; a worker whose parent
-    is gone notices and exits by itself.
+    is gone notices and exits by itself, and one its parent left running at exit is killed
+    (:func:`end_forked_workers`).
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
+
+
+def end_forked_workers() -> None:
+    """At exit, kill the daemonic children still alive (DataLoader workers whose loader was not
+    shut down, e.g. one a traceback still refers to). multiprocessing's exit handler would end
+    them with SIGTERM, which :func:`quiet_forked_children` blocks, and then wait for them
+    forever; SIGKILL cannot be blocked, and a worker holds nothing to save."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
 
 
 def entry_started() -> None:

@@ -194,6 +194,31 @@ def test_a_signal_in_a_jobs_first_seconds_is_one_line(tmp_path, moment, signum, 
         assert not [p for p in (tmp_path / "logs").rglob("*") if p.is_file()]
 
 
+LOADER_LEFT_RUNNING = """
+import sys
+from src.stopping import stop_cleanly_on_signals
+stop_cleanly_on_signals()
+import torch
+from torch.utils.data import DataLoader
+batches = iter(DataLoader(torch.arange(64), batch_size=2, num_workers=1))
+next(batches)
+print("worker started", flush=True)
+sys.exit(3)  # `batches` still refers to its worker: nothing shut it down
+"""
+
+
+def test_a_worker_left_running_at_exit_does_not_hold_the_process():
+    """Workers block SIGTERM (above), which multiprocessing's exit handler ends them with: the
+    run must not then wait for them forever (a hung job instead of an exit status)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-c", LOADER_LEFT_RUNNING],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "worker started" in proc.stdout, proc.stderr[-2000:]
+    assert proc.returncode == 3, proc.stderr[-2000:]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["TERM", "USR1"])
 def test_dataloader_workers_neither_swallow_nor_die_from_a_group_signal(tmp_path, signum):
@@ -214,7 +239,11 @@ def test_dataloader_workers_neither_swallow_nor_die_from_a_group_signal(tmp_path
         workers = [int(pid) for pid in children]
         time.sleep(0.01)
     os.killpg(proc.pid, signum)
-    out, err = proc.communicate(timeout=900)
+    try:
+        out, err = proc.communicate(timeout=900)
+    finally:  # a run that hangs must not outlive the test
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 128 + signum, err[-3000:]
     lines = [line for line in err.splitlines() if line.startswith(("interrupted:", "error:"))]
     assert len(lines) == 1, err[-3000:]
