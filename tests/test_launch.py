@@ -170,9 +170,10 @@ EARLY = [
     ("entry", signal.SIGINT, 130, "Ctrl-C stopped the run while it started"),
     ("torch", signal.SIGTERM, 143, "SIGTERM stopped the run before training started"),
     ("data", signal.SIGTERM, 143, "SIGTERM stopped the run before training started"),
-    # held until training starts, which then stops at its first batch boundary
-    ("entry", signal.SIGUSR1, 138, "SIGUSR1 stopped the run in epoch 1; no epoch had finished"),
-    ("data", signal.SIGUSR1, 138, "SIGUSR1 stopped the run in epoch 1; no epoch had finished"),
+    # held until training starts, which then stops at its first batch boundary and saves that
+    # point (checkpoints/stopped.ckpt, re-pointed by last.ckpt) for the resume
+    ("entry", signal.SIGUSR1, 138, "SIGUSR1 stopped the run in epoch 1; /"),
+    ("data", signal.SIGUSR1, 138, "SIGUSR1 stopped the run in epoch 1; /"),
 ]
 
 
@@ -192,6 +193,9 @@ def test_a_signal_in_a_jobs_first_seconds_is_one_line(tmp_path, moment, signum, 
     assert "Traceback" not in out + err
     if signum != signal.SIGUSR1:  # stopped before it wrote anything: no folder left behind
         assert not [p for p in (tmp_path / "logs").rglob("*") if p.is_file()]
+    else:  # stopped at the first batch boundary: that point is saved for the resume
+        assert "part-way through epoch 1" in lines[0] and "ckpt_path=last" in lines[0]
+        assert list((tmp_path / "logs").rglob("checkpoints/last.ckpt"))
 
 
 LOADER_LEFT_RUNNING = """
