@@ -310,9 +310,33 @@ def _has_target_above(cfg: DictConfig, key: str) -> bool:
     return False
 
 
+def _refused_by_target(cfg: DictConfig, key: str) -> bool:
+    """``key`` sits directly in a ``_target_`` node whose constructor takes no such keyword
+    (``+trainer.max_epochs2=1``): instantiate() would fail only after the run folder exists."""
+    if "." not in key:
+        return False
+    parent, name = key.rsplit(".", 1)
+    node = OmegaConf.select(cfg, parent, default=None)
+    if not (OmegaConf.is_dict(node) and "_target_" in node):
+        return False
+    import inspect
+
+    from hydra._internal.utils import _locate
+
+    try:
+        parameters = inspect.signature(_locate(node["_target_"])).parameters.values()
+    except Exception:  # noqa: BLE001  (a target that cannot be inspected decides for itself)
+        return False
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return False
+    return name not in {p.name for p in parameters}
+
+
 def _is_read(key: str, cfg: DictConfig, groups, interpolated: set[str]) -> bool:
     if key.split("/")[0] in groups:  # `+experiment=demo`: a config group option
         return True
+    if _refused_by_target(cfg, key):
+        return False
     if any(key == k or key.startswith(k + ".") for k in READ_WHOLE):
         return True
     if _has_target_above(cfg, key):

@@ -95,7 +95,7 @@ def test_help_starts_with_usage_and_survives_a_closed_pipe(entry):
     assert proc.stdout.startswith(f"python -m {entry} — ")
     assert "== Usage ==" in proc.stdout
     if entry == "src.train":
-        assert "\ndata: domain, fewshot, fgvc, vtab\n" in proc.stdout  # groups come from Hydra
+        assert "\ndata: domain, fewshot, fgvc, glue, gsm8k, vtab\n" in proc.stdout  # from Hydra
         assert "\nsigma: 0.5\n" not in proc.stdout  # the config dump is `--cfg job`'s job
     # `--help | true`: the reader is gone before Python has started writing.
     piped = subprocess.run(
