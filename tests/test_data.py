@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 
 from src.data import VTAB_GROUPS, VTAB_TASKS, VTABDataModule
 from src.data import images as images_module
+from src.data.base import EpochShuffle
 from src.data.images import decode_image
 from src.data.lists import read_list_file
 from src.data.synthetic import write_vtab_task
@@ -184,11 +185,11 @@ def test_memory_budget_is_shared_by_all_splits(toy_root, tmp_path):
 def test_dataloader_settings(toy_root):
     dm = make_dm(toy_root, protocol="tune", num_workers=1, pin_memory=False)
     train, val = dm.train_dataloader(), dm.val_dataloader()
-    assert isinstance(train.sampler, RandomSampler) and not train.drop_last
+    # the training order is a shuffle whose position a checkpoint keeps (mid-epoch resume)
+    assert isinstance(train.sampler, EpochShuffle) and not train.drop_last
     assert isinstance(val.sampler, SequentialSampler)
     assert train.persistent_workers and val.persistent_workers
     assert not make_dm(toy_root, protocol="tune").train_dataloader().persistent_workers
-
 
 
 def test_drop_last_that_drops_every_batch_is_a_user_error(toy_root):
@@ -200,6 +201,7 @@ def test_drop_last_that_drops_every_batch_is_a_user_error(toy_root):
     too_big = make_dm(toy_root, protocol="tune", batch_size=train_size + 1, drop_last=True)
     with pytest.raises(UserError, match=r"data.batch_size=.*recipe.drop_last=false"):
         too_big.train_dataloader()
+
 
 def test_fixture_classes_are_separable(toy_root):
     """Nearest class mean on raw pixels already solves the toy task, so a tiny ViT can too."""
