@@ -345,12 +345,21 @@ def _is_read(key: str, cfg: DictConfig, groups, interpolated: set[str]) -> bool:
     return any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in interpolated)
 
 
+def _submitit_launcher(hydra_cfg: DictConfig | None) -> bool:
+    target = OmegaConf.select(hydra_cfg, "launcher._target_", default=None) if hydra_cfg else None
+    return isinstance(target, str) and "submitit" in target
+
+
 def unread_appended_keys(
     overrides: list[str], cfg: DictConfig, groups, hydra_cfg: DictConfig | None = None
 ) -> list[str]:
     """One problem per ``+key=value`` override that adds a key nothing reads (``+sigam=0.5``
     trains with the default sigma): no component is given it and no interpolation uses it."""
     interpolated = interpolated_keys(cfg, hydra_cfg)
+    if _submitit_launcher(hydra_cfg):
+        # conf/hydra/launcher/slurm*.yaml read `slurm.*`; inside a SLURM job the launcher's
+        # config arrives resolved, so its interpolations no longer name them.
+        interpolated.add("slurm")
     problems = []
     for override in overrides:
         if not override.startswith("+") or override.startswith("++") or "=" not in override:

@@ -196,9 +196,14 @@ def test_a_requeue_signal_before_training_starts_still_requeues_and_resumes(
     requeues = re.findall(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+ " + re.escape(REQUEUED), log)
     assert len(requeues) == 1, log[-3000:]
     (run,) = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    hpc = run / "hpc_ckpt_1.ckpt"  # saved as training started, before any epoch ended
-    assert f"resuming from {hpc}, the newest checkpoint of this run folder" in log, log[-3000:]
-    assert f"Restored all states from the checkpoint at {hpc}" in out.read_text()
+    # Lightning's handler saves hpc_ckpt_1 as training starts and requeues; the SIGTERM that the
+    # requeue sends then stops the run at the next batch boundary, which saves that point too
+    # (checkpoints/stopped.ckpt, last.ckpt re-pointed): the resume takes the newer of the two.
+    assert (run / "hpc_ckpt_1.ckpt").is_file(), log[-3000:]
+    newest = [run / "hpc_ckpt_1.ckpt", run / "checkpoints" / "last.ckpt"]
+    resumed = [c for c in newest if f"resuming from {c}, the newest checkpoint" in log]
+    assert len(resumed) == 1, log[-3000:]
+    assert f"Restored all states from the checkpoint at {resumed[0]}" in out.read_text()
     result = json.loads((run / "results.json").read_text())
     assert result["epochs"] == 3 and "test/acc" in result["metrics"]
 
