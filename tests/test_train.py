@@ -146,8 +146,10 @@ def test_signal_stops_at_a_batch_boundary_with_resume_command(
     message = str(stopped.value)
     assert message.startswith(f"{name} stopped the run in epoch 2; ")
     assert message.endswith(f"hydra.run.dir={cfg.paths.output_dir} ckpt_path=last")
+    # the stop itself is saved: last.ckpt points at the batch boundary in the second epoch
+    assert "holds the run as it stopped, part-way through epoch 2" in message
     last = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
-    assert torch.load(last, weights_only=False)["epoch"] == 0  # the end of the first epoch
+    assert torch.load(last, weights_only=False)["epoch"] == 1
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # handlers are given back
 
 
