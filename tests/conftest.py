@@ -4,6 +4,7 @@ trainer, and a callback that crashes a run mid-epoch (for resume tests)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -69,6 +70,16 @@ def quiet_trainer(**kwargs) -> L.Trainer:
         enable_model_summary=False,
     )
     return L.Trainer(**{**settings, **kwargs})
+
+
+@pytest.fixture(autouse=True)
+def fresh_signal_mask():
+    """A run trained in this process holds SIGUSR1 afterwards (src.launch.hold_requeue_signal);
+    every process a later test starts would inherit that mask. Each test starts unblocked, as a
+    process a shell starts does."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+    yield
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
 
 
 @pytest.fixture
