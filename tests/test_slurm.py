@@ -199,7 +199,6 @@ def test_a_requeue_signal_before_training_starts_still_requeues_and_resumes(
     # Lightning's handler saves hpc_ckpt_1 as training starts and requeues; the SIGTERM that the
     # requeue sends then stops the run at the next batch boundary, which saves that point too
     # (checkpoints/stopped.ckpt, last.ckpt re-pointed): the resume takes the newer of the two.
-    assert (run / "hpc_ckpt_1.ckpt").is_file(), log[-3000:]
     newest = [run / "hpc_ckpt_1.ckpt", run / "checkpoints" / "last.ckpt"]
     resumed = [c for c in newest if f"resuming from {c}, the newest checkpoint" in log]
     assert len(resumed) == 1, log[-3000:]
