@@ -316,6 +316,8 @@ def _refused_by_target(cfg: DictConfig, key: str) -> bool:
     if "." not in key:
         return False
     parent, name = key.rsplit(".", 1)
+    if name.startswith("_") and name.endswith("_"):  # _target_, _partial_: read by instantiate()
+        return False
     node = OmegaConf.select(cfg, parent, default=None)
     if not (OmegaConf.is_dict(node) and "_target_" in node):
         return False

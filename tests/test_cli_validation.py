@@ -80,6 +80,8 @@ def test_appended_key_nothing_reads_names_the_closest_real_key(compose_cfg):
         "+trainer.profiler=simple",  # the Trainer gets the whole trainer node
         "+logger.csv.flush_logs_every_n_steps=1",  # a _target_ node: its constructor gets it
         "+callbacks.model_checkpoint.verbose=true",
+        # a new callback: instantiate() reads _target_ itself, the constructor never sees it
+        "+callbacks.extra._target_=lightning.pytorch.callbacks.RichModelSummary",
         "+backbone.kwargs.depth=2",  # passed to timm.create_model
         "+optim.foo=1",  # passed whole as keyword arguments (a wrong one fails there)
         "+paper_rank=8",  # read by conf/adapter's interpolations
