@@ -34,6 +34,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from src import PROJECT_ROOT
+
 # The PACE paper's Table 9 (App. C; ViT-B, CIFAR-100, one H100): time and memory vs the baseline
 # (29 min, 8.9 GB). Lazy is "lazy-half" with N = 2.
 PAPER_TABLE9 = {
@@ -160,7 +162,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def validate(args: argparse.Namespace) -> None:
     from src.adapters import SCHEMAS
     from src.errors import UserError, check_choice
-    from src.precision import BENCH_PRECISIONS, precision_problem
+    from src.run.precision import BENCH_PRECISIONS, precision_problem
 
     for name in args.adapters:
         check_choice("adapter", name, SCHEMAS)
@@ -189,10 +191,10 @@ class Trainer:
         from timm.optim import create_optimizer_v2
 
         from src.adapters import SCHEMAS, use_fused_paths
-        from src.model import build_model
-        from src.module import FineTuner
+        from src.finetuner import FineTuner
+        from src.network import build_model
         from src.pace import build_regulariser
-        from src.precision import autocast
+        from src.run.precision import autocast
 
         fields = {f.name for f in dataclasses.fields(SCHEMAS[case.adapter])}
         extra = {"rank": args.rank} if "rank" in fields else {}
@@ -289,7 +291,7 @@ def resolve_device(name: str):
 def set_threads(args: argparse.Namespace) -> int:
     import torch
 
-    from src.threads import allowed_cpus
+    from src.run.threads import allowed_cpus
 
     threads = args.threads or allowed_cpus()
     torch.set_num_threads(threads)
@@ -340,7 +342,7 @@ def memory_in_subprocess(args: argparse.Namespace, case: Case, threads: int = 0)
         [sys.executable, "-m", "src.bench", "--measure-memory", payload],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=PROJECT_ROOT,
         env=env,
     )
     if result.returncode != 0:
@@ -356,7 +358,7 @@ def measure_memory_of(args: argparse.Namespace, cases: list[Case], device) -> di
     """Each case's memory in its own subprocess, ``--memory-jobs`` of them at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from src.threads import allowed_cpus
+    from src.run.threads import allowed_cpus
 
     jobs = args.memory_jobs or (1 if device.type == "cuda" else 2)
     # Processes side by side share the cores: more threads than cores would make each one's
@@ -680,7 +682,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    from src.cli import report_user_errors
+    from src.cli.entry import report_user_errors
 
     return report_user_errors(_bench)(args)
 

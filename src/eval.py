@@ -7,7 +7,7 @@ python -m src.eval run_dir=... data.protocol=tune          # accuracy on val200 
 from __future__ import annotations
 
 # ruff: noqa: E402  (the signal handlers come before every other import)
-from src.stopping import stop_cleanly_on_signals
+from src.run.stopping import stop_cleanly_on_signals
 
 if __name__ == "__main__":  # the entry itself (and each DDP rank); an import changes nothing
     stop_cleanly_on_signals()  # first: a signal while the rest imports is one line, no trace
@@ -18,10 +18,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import src.config  # noqa: F401  (registers the ${cwd:} resolver before Hydra composes)
-from src.cli import report_user_errors, run_entry, to_float_dict, write_json
+import src.cli.validation  # noqa: F401  (registers the ${cwd:} resolver before Hydra composes)
+from src.cli.entry import report_user_errors, run_entry, to_float_dict, write_json
 from src.errors import UserError
-from src.run_folder import forget_unused_folder
+from src.run.folder import forget_unused_folder
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def load_run_config(run_dir: Path) -> DictConfig:
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
 
-    from src.model import load_trainable
+    from src.network import load_trainable
     from src.train import build_finetuner
 
     run_dir = Path(cfg.run_dir)

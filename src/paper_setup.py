@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from src import CONF_DIR
 
 PAPER_WEIGHTS = "timm:vit_base_patch16_224.orig_in21k"
 # Files accepted as the paper's weights by name: Google ships ViT-B/16 IN-21k as this file.
@@ -42,8 +42,12 @@ BENCHMARKS = {
     "fgvc": ("FGVC", {"trainer.max_epochs": 100, "data.crop": True}),
     "fewshot": (
         "few-shot",
-        {"trainer.max_epochs": 100, "data.crop": True, "data.shots": (1, 2, 4, 8, 16),
-         "data.split_seed": (0, 1, 2)},
+        {
+            "trainer.max_epochs": 100,
+            "data.crop": True,
+            "data.shots": (1, 2, 4, 8, 16),
+            "data.split_seed": (0, 1, 2),
+        },
     ),  # fmt: skip
     "domain": ("domain-shift", {"trainer.max_epochs": 100, "data.crop": True, "data.shots": 16}),
 }
@@ -53,15 +57,15 @@ TASK_KEYS = ("adapter.name", "adapter.rank", "optim.lr", "optim.weight_decay")
 
 def paper_tasks(benchmark: str) -> list[str]:
     """The benchmark's tasks that have a paper recipe (conf/task/<benchmark>_<task>.yaml)."""
-    return sorted(p.stem.split("_", 1)[1] for p in (CONF / "task").glob(f"{benchmark}_*.yaml"))
+    return sorted(p.stem.split("_", 1)[1] for p in (CONF_DIR / "task").glob(f"{benchmark}_*.yaml"))
 
 
 def task_recipe(benchmark: str, task: str) -> dict:
     """What conf/task/<benchmark>_<task>.yaml sets, as flat config keys (``adapter.name`` for an
     adapter it selects, ``adapter.rank`` from its ``paper_rank``); {} for a task without one."""
-    from src.loggers import flatten
+    from src.run.loggers import flatten
 
-    path = CONF / "task" / f"{benchmark}_{task}.yaml"
+    path = CONF_DIR / "task" / f"{benchmark}_{task}.yaml"
     if not path.is_file():
         return {}
     tree = OmegaConf.to_container(OmegaConf.load(path))
@@ -78,7 +82,9 @@ def task_recipe(benchmark: str, task: str) -> dict:
 
 def paper_setup(benchmark: str, task: str) -> dict:
     """The paper's value of every compared key for ``task`` of ``benchmark`` (weights aside)."""
-    recipe = {f"recipe.{k}": v for k, v in OmegaConf.load(CONF / "recipe" / "paper.yaml").items()}
+    recipe = {
+        f"recipe.{k}": v for k, v in OmegaConf.load(CONF_DIR / "recipe" / "paper.yaml").items()
+    }
     setup = {**COMMON, **BENCHMARKS[benchmark][1], **recipe}
     by_task = task_recipe(benchmark, task)
     setup |= {k: by_task[k] for k in TASK_KEYS if k in by_task}

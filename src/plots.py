@@ -28,7 +28,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from src.cli import report_user_errors
+from src.cli.entry import report_user_errors
 from src.errors import UserError
 from src.report import Run, labels_for, load_runs
 

@@ -34,7 +34,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from src.cli import report_user_errors
+from src import CONF_DIR
+from src.cli.entry import report_user_errors
 from src.data.tables import (
     DATAMODULES,
     DOMAIN_TEST_SETS,
@@ -45,11 +46,9 @@ from src.data.tables import (
     VTAB_TASKS,
 )
 from src.errors import UserError
-from src.loggers import flatten as flatten_config
 from src.paper_setup import task_recipe
+from src.run.loggers import flatten as flatten_config
 from src.text.report_tables import TEXT_BUILDERS, TEXT_DATAMODULES, text_scores
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 # Keys that do not change what a run computes (or are averaged over, like seeds).
 # An entry matches the key itself and everything below it; entries ending in "_" are prefixes.
@@ -182,7 +181,7 @@ def recipe_presets() -> dict[str, dict]:
     """conf/recipe/<name>.yaml as {name: {"recipe.<switch>": value}}."""
     return {
         path.stem: {f"recipe.{k}": v for k, v in OmegaConf.load(path).items()}
-        for path in sorted((CONF / "recipe").glob("*.yaml"))
+        for path in sorted((CONF_DIR / "recipe").glob("*.yaml"))
     }
 
 
@@ -191,11 +190,11 @@ def recipe_mirrors() -> dict[str, str]:
     """Config keys that copy a recipe switch (``data.drop_last: ${recipe.drop_last}``), found in
     the group files, as {key: "recipe.<switch>"}."""
     mirrors = {}
-    for path in [*CONF.glob("*.yaml"), *CONF.glob("*/*.yaml")]:
+    for path in [*CONF_DIR.glob("*.yaml"), *CONF_DIR.glob("*/*.yaml")]:
         text = path.read_text()
         if "${recipe." not in text or "@package _global_" in text:  # experiments set values
             continue
-        prefix = "" if path.parent == CONF else f"{path.parent.name}."
+        prefix = "" if path.parent == CONF_DIR else f"{path.parent.name}."
         for key, value in flatten(OmegaConf.to_container(OmegaConf.create(text))).items():
             if isinstance(value, str) and re.fullmatch(r"\$\{recipe\.\w+\}", value):
                 mirrors[prefix + key] = value[2:-1]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from src.cli import report_user_errors
+from src.cli.entry import report_user_errors
 from src.errors import UserError
 from src.report import load_runs
 

@@ -14,7 +14,7 @@ answers ``--help`` and reports config mistakes before any of them would be neede
 from __future__ import annotations
 
 # ruff: noqa: E402  (the signal handlers come before every other import, see below)
-from src.stopping import stop_cleanly_on_signals
+from src.run.stopping import stop_cleanly_on_signals
 
 if __name__ == "__main__":  # the entry itself (and each DDP rank); an import changes nothing
     stop_cleanly_on_signals()  # first: a signal while the rest imports is one line, no trace
@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import src.adapters.configs  # noqa: F401  (registers the conf/adapter schemas with Hydra; no torch)
-import src.config  # noqa: F401  (registers the resolvers the configs use)
-from src.cli import (
+import src.adapters.schemas  # noqa: F401  (registers the conf/adapter schemas with Hydra; no torch)
+import src.cli.validation  # noqa: F401  (registers the resolvers the configs use)
+from src.cli.entry import (
     RunInterrupted,
     finish_wandb,
     instantiate_group,
@@ -43,34 +43,32 @@ from src.cli import (
     to_float_dict,
     write_json,
 )
-from src.config import refuse_unread_keys, validate_train_config
-from src.extras import apply_extras
-from src.launch import drop_requeue_checkpoints, prepare_ddp_for_this_job
-from src.loggers import log_run_config
-from src.precision import check_precision
-from src.run_folder import (
+from src.cli.extras import apply_extras
+from src.cli.validation import refuse_unread_keys, validate_train_config
+from src.run.folder import (
     Launch,
     begin_run,
     forget_unused_folder,
     in_multirun,
     prepare_run_folder,
 )
-from src.stopping import RunDiverged, StopRequested, describe_early_stop, entry_started
+from src.run.launch import drop_requeue_checkpoints, prepare_ddp_for_this_job
+from src.run.loggers import log_run_config
+from src.run.precision import check_precision
+from src.run.stopping import RunDiverged, StopRequested, describe_early_stop, entry_started
 
 if TYPE_CHECKING:
-    from src.module import FineTuner
+    from src.finetuner import FineTuner
 
 log = logging.getLogger(__name__)
 
 
-def build_finetuner(
-    cfg: DictConfig, num_classes: int, datamodule=None, weights=None
-) -> FineTuner:
+def build_finetuner(cfg: DictConfig, num_classes: int, datamodule=None, weights=None) -> FineTuner:
     """The model and its training objective. ``datamodule``: a text model takes its tokenizer
     and head from it (docs/text.md); ``weights``: the resolved ``backbone.weights``
     (:func:`src.backbones.sources.resolve_weights`), resolved here when not given."""
-    from src.model import build_model
-    from src.module import FineTuner
+    from src.finetuner import FineTuner
+    from src.network import build_model
     from src.pace import build_regulariser
 
     if OmegaConf.select(cfg, "backbone.library") == "transformers":  # text: docs/text.md
@@ -97,7 +95,7 @@ def build_finetuner(
 def check_launch(cfg: DictConfig) -> Launch:
     """Everything checked before a launch writes: the config's keys and values, then its run
     folder."""
-    from src.hydra_errors import config_groups
+    from src.cli.hydra_errors import config_groups
 
     refuse_unread_keys(cfg, config_groups())
     validate_train_config(cfg)
@@ -134,7 +132,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     begin_run(launch, cfg)
     prepare_wandb(cfg)
     prepare_ddp_for_this_job(output_dir)
-    from src.checkpoints import (
+    from src.run.checkpoints import (
         AtomicCheckpointIO,
         RecordThreads,
         RequeueSignalInStages,
@@ -174,7 +172,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
         metrics.update(finetuner.restored_metrics)
         metrics.update(to_float_dict(trainer.callback_metrics))
         if trainer.is_global_zero:
-            from src.model import save_trainable
+            from src.network import save_trainable
 
             save_trainable(finetuner.model, output_dir / "adapter.safetensors")
     fit_seconds = time.perf_counter() - started
@@ -251,7 +249,7 @@ def record_divergence(
     cfg: DictConfig, datamodule, diverged: RunDiverged, output_dir: Path, origin: dict
 ):
     """results.json says the run diverged (no weights are saved); one line says what to do."""
-    from src.run_folder import choose_good_checkpoint
+    from src.run.folder import choose_good_checkpoint
 
     good = choose_good_checkpoint(output_dir)
     write_json(
@@ -291,7 +289,7 @@ def interruptions_explained(trainer, output_dir: Path):
 
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from src.stopping import SIGNAL_NAMES
+    from src.run.stopping import SIGNAL_NAMES
 
     try:
         yield
@@ -316,7 +314,7 @@ def what_was_saved(output_dir: Path, epoch: int) -> str:
     """The newest checkpoint a stopped run left: the one Lightning saved when SLURM asked for a
     requeue (the requeued job resumes from it by itself), else the one saved at the stop
     (part-way through an epoch), else the last epoch's."""
-    from src.checkpoints import STOPPED_NAME
+    from src.run.checkpoints import STOPPED_NAME
 
     last = output_dir / "checkpoints" / "last.ckpt"
     requeues = sorted(output_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -379,8 +377,8 @@ def _processes_per_node(cfg: DictConfig) -> int:
 
 def use_cpu_threads(cfg: DictConfig, launch: Launch) -> None:
     """Give torch the run's thread count: the one its checkpoint recorded when it resumes
-    (the count changes the bits), else ``cpu_threads`` (src/threads.py)."""
-    from src.threads import set_cpu_threads, threads_for_run
+    (the count changes the bits), else ``cpu_threads`` (src/run/threads.py)."""
+    from src.run.threads import set_cpu_threads, threads_for_run
 
     setting = cfg.get("cpu_threads", "auto")
     threads, warning = threads_for_run(
@@ -419,7 +417,7 @@ def main(cfg: DictConfig) -> float | None:
 def stopped_outside_training(signum: int, output_dir: Path) -> str:
     """What a signal before or after training leaves (its launch's folder is forgotten when
     nothing was written) and the command that goes on."""
-    from src.run_folder import choose_good_checkpoint, run_status
+    from src.run.folder import choose_good_checkpoint, run_status
 
     if not output_dir.is_dir() or run_status(output_dir) is None:
         return describe_early_stop(signum, None, None)

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 
-import src.config  # noqa: F401  (the resolvers the configs use)
+import src.cli.validation  # noqa: F401  (the resolvers the configs use)
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -74,7 +74,7 @@ def quiet_trainer(**kwargs) -> L.Trainer:
 
 @pytest.fixture(autouse=True)
 def fresh_signal_mask():
-    """A run trained in this process holds SIGUSR1 afterwards (src.launch.hold_requeue_signal);
+    """A run trained in this process holds SIGUSR1 afterwards (src.run.launch.hold_requeue_signal);
     every process a later test starts would inherit that mask. Each test starts unblocked, as a
     process a shell starts does."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from src.adapters import ADAPTERS, SCHEMAS, make_config
-from src.adapters.configs import LoRAConfig
+from src.adapters.schemas import LoRAConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "lightning", "timm")
@@ -49,7 +49,7 @@ def test_unknown_adapter_key_is_refused_before_torch():
 
 
 def test_every_method_is_bound_to_its_stored_schema():
-    # A method registered without an entry in src/adapters/configs.py would not compose
+    # A method registered without an entry in src/adapters/schemas.py would not compose
     # before torch is imported.
     assert set(ADAPTERS) == set(SCHEMAS)
     for name, method in ADAPTERS.items():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from src.adapters import branch_modules, calibrate, inject
-from src.model import load_trainable, save_trainable
+from src.network import load_trainable, save_trainable
 from tests.test_adapters import tiny_vit
 
 

@@ -24,7 +24,7 @@ from src.adapters import (
 )
 from src.adapters.base import set_trainable
 from src.errors import UserError
-from src.model import load_trainable, save_trainable
+from src.network import load_trainable, save_trainable
 from src.pace import build_regulariser
 
 # Small settings so that a 2-block ViT at 32 px runs every check in well under a second.

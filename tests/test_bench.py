@@ -173,7 +173,7 @@ def test_memory_subprocesses_side_by_side_split_the_cores(monkeypatch, cpus, job
         return subprocess.CompletedProcess(command, 0, stdout=f"{len(mode)}\n", stderr="")
 
     monkeypatch.setattr(bench.subprocess, "run", fake_run)
-    monkeypatch.setattr("src.threads.allowed_cpus", lambda: cpus)
+    monkeypatch.setattr("src.run.threads.allowed_cpus", lambda: cpus)
     args = bench.parse_args([*TINY, "--threads", "0", "--memory-jobs", str(jobs)])
     cases = [bench.Case("lora_add", m) for m in bench.MODES]
     measured = bench.measure_memory_of(args, cases, torch.device("cpu"))

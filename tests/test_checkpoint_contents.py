@@ -5,10 +5,10 @@ import torch
 from lightning import seed_everything
 from omegaconf import open_dict
 
+from src.backbones.fingerprint import frozen_fingerprint, tensor_fingerprint
 from src.data.synthetic import write_vtab_task
 from src.errors import UserError
-from src.fingerprint import frozen_fingerprint, tensor_fingerprint
-from src.model import load_trainable
+from src.network import load_trainable
 from src.train import build_finetuner, train
 
 

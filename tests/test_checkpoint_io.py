@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import src.checkpoints
-from src.checkpoints import AtomicCheckpointIO, remove_partial_checkpoints
+import src.run.checkpoints
+from src.run.checkpoints import AtomicCheckpointIO, remove_partial_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # file is complete but not yet renamed into place: the worst moment for a kill.
 KILLED_WHILE_SAVING = """
 import os, signal, sys, torch
-from src.checkpoints import AtomicCheckpointIO
+from src.run.checkpoints import AtomicCheckpointIO
 os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
 AtomicCheckpointIO().save_checkpoint({"w": torch.ones(1000)}, sys.argv[1])
 """
@@ -59,7 +59,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial(tmp_path, monke
         f.write(b"PK\x03\x04 half a checkpoint")
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(src.checkpoints.torch, "save", fail_half_way)
+    monkeypatch.setattr(src.run.checkpoints.torch, "save", fail_half_way)
     with pytest.raises(OSError, match="No space"):
         AtomicCheckpointIO().save_checkpoint({"epoch": 2}, target)
     monkeypatch.undo()

@@ -100,6 +100,10 @@ def test_help_starts_with_usage_and_survives_a_closed_pipe(entry):
     # `--help | true`: the reader is gone before Python has started writing.
     piped = subprocess.run(
         f"{sys.executable} -m {entry} --help | true; exit ${{PIPESTATUS[0]}}",
-        shell=True, executable="/bin/bash", cwd=ROOT, capture_output=True, text=True,
+        shell=True,
+        executable="/bin/bash",
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert piped.stderr == "" and piped.returncode == 141, piped.stderr[-2000:]

@@ -64,7 +64,7 @@ def straight(tmp_path_factory):
 
 
 def stop_in_epoch_3(proc: subprocess.Popen, signum: int) -> None:
-    for line in proc.stdout:  # one line per epoch when piped (src.callbacks.EpochLines)
+    for line in proc.stdout:  # one line per epoch when piped (src.run.progress.EpochLines)
         if line.startswith("epoch 2/4"):
             os.kill(proc.pid, signum)
             break

@@ -8,9 +8,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 import src.adapters  # noqa: F401  (registers the adapter schemas the configs use)
-from src.config import patch_size, unread_appended_keys, validate_train_config
+from src.cli.hydra_errors import config_groups, describe
+from src.cli.validation import patch_size, unread_appended_keys, validate_train_config
 from src.errors import UserError
-from src.hydra_errors import config_groups, describe
 from tests.conftest import CONF_DIR
 
 

@@ -152,9 +152,7 @@ def test_disk_cache_above_memory_budget(toy_root, tmp_path):
         assert torch.equal(a[0], b[0]) and int(a[1]) == int(b[1]) and a[2] == b[2]
 
 
-def test_disk_cache_decodes_each_image_once_across_epochs_and_runs(
-    toy_root, tmp_path, monkeypatch
-):
+def test_disk_cache_decodes_each_image_once_across_epochs_and_runs(toy_root, tmp_path, monkeypatch):
     calls = []
     real = images_module.decode_image
 
@@ -175,9 +173,7 @@ def test_disk_cache_decodes_each_image_once_across_epochs_and_runs(
 
 def test_memory_budget_is_shared_by_all_splits(toy_root, tmp_path):
     one_split = N_TRAIN * 3 * SIZE * SIZE  # train800 fits, val200 no longer does
-    dm = make_dm(
-        toy_root, protocol="tune", cache_limit_gb=one_split / 1e9, cache_dir=str(tmp_path)
-    )
+    dm = make_dm(toy_root, protocol="tune", cache_limit_gb=one_split / 1e9, cache_dir=str(tmp_path))
     dm.setup("fit")
     assert not dm.dataset("train").on_disk and dm.dataset("val").on_disk
 

@@ -308,7 +308,7 @@ def test_domain_run_logs_five_test_metrics_with_restricted_logits(domain_root, c
     # The frozen backbone is the seeded random init; rebuild it, then load the trained part.
     import lightning as L
 
-    from src.model import load_trainable
+    from src.network import load_trainable
     from src.train import build_finetuner
 
     L.seed_everything(cfg.seed)

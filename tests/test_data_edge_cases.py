@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from src.cli import user_message
+from src.cli.entry import user_message
 from src.data.images import CachedImageDataset, build_dataset
 from src.data.lists import read_json_split, read_list_file
 from src.errors import UserError

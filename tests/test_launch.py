@@ -1,4 +1,4 @@
-"""src/launch.py without a cluster: the SLURM requeue signal is held until a Trainer stage can
+"""src/run/launch.py without a cluster: the SLURM requeue signal is held until a Trainer stage can
 handle it (the cluster itself is exercised in tests/test_slurm.py)."""
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import src.train  # what the entry imports: `python -m src.train` holds the sign
 assert os.listdir("/proc/self/task") == [str(os.getpid())], "importing src.train starts a thread"
 blocked = lambda: signal.SIGUSR1 in signal.pthread_sigmask(signal.SIG_BLOCK, [])
 assert not blocked(), "an import (a test, a notebook) must not change the process' signals"
-from src.stopping import stop_cleanly_on_signals
+from src.run.stopping import stop_cleanly_on_signals
 stop_cleanly_on_signals()  # the entry's first line
 assert blocked()
 
-from src.checkpoints import RequeueSignalInStages  # torch, Lightning: threads that inherit it
+from src.run.checkpoints import RequeueSignalInStages  # torch, Lightning: threads that inherit it
 
 os.kill(os.getpid(), signal.SIGUSR1)  # before training: the default action would end us here
 assert signal.SIGUSR1 in signal.sigpending()
@@ -200,7 +200,7 @@ def test_a_signal_in_a_jobs_first_seconds_is_one_line(tmp_path, moment, signum, 
 
 LOADER_LEFT_RUNNING = """
 import sys
-from src.stopping import stop_cleanly_on_signals
+from src.run.stopping import stop_cleanly_on_signals
 stop_cleanly_on_signals()
 import torch
 from torch.utils.data import DataLoader

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import src.adapters.configs  # noqa: F401  (the adapter schemas the configs compose)
+import src.adapters.schemas  # noqa: F401  (the adapter schemas the configs compose)
 from src.errors import UserError
 from src.paper_setup import PAPER_WEIGHTS, departure_line, departures
 

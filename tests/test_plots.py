@@ -10,11 +10,19 @@ from src.plots import collect, main, mean_curve, shot_curves, sweep_grids
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def write_run(folder, mode, grad_norms, sigma=0.5, lam=1.0, seed=1, protocol="final",
-              acc=0.5, summary=True):
+def write_run(
+    folder, mode, grad_norms, sigma=0.5, lam=1.0, seed=1, protocol="final", acc=0.5, summary=True
+):
     folder.mkdir(parents=True)
-    results = {"pace": mode, "sigma": sigma, "lam": lam, "seed": seed, "protocol": protocol,
-               "epochs": len(grad_norms), "metrics": {"val/acc": acc, "test/acc": acc}}
+    results = {
+        "pace": mode,
+        "sigma": sigma,
+        "lam": lam,
+        "seed": seed,
+        "protocol": protocol,
+        "epochs": len(grad_norms),
+        "metrics": {"val/acc": acc, "test/acc": acc},
+    }
     (folder / "results.json").write_text(json.dumps(results))
     if summary:  # one row per epoch, as the EpochSummary callback writes
         lines = ["epoch,step,lr,seconds,train/grad_norm,val/fp_distance"]
@@ -34,11 +42,17 @@ def test_a_sigma_sweep_is_one_line_per_sigma_and_seeds_are_averaged(tmp_path):
         write_run(tmp_path / f"p{sigma}", "pace", [sigma, sigma], sigma=sigma)
     by_label, xlabel = collect([tmp_path])
     assert xlabel == "epoch"
-    assert sorted(by_label) == ["PACE σ=0.1 λ=1.0", "PACE σ=0.5 λ=1.0", "PACE σ=1.0 λ=1.0",
-                                "baseline"]
+    assert sorted(by_label) == [
+        "PACE σ=0.1 λ=1.0",
+        "PACE σ=0.5 λ=1.0",
+        "PACE σ=1.0 λ=1.0",
+        "baseline",
+    ]
     assert mean_curve([r["train/grad_norm"] for r in by_label["baseline"]]) == ([0, 1], [3.0, 1.0])
     assert mean_curve([r["val/fp_distance"] for r in by_label["PACE σ=1.0 λ=1.0"]]) == (
-        [0, 1], [10.0, 10.0])
+        [0, 1],
+        [10.0, 10.0],
+    )
 
 
 def test_metrics_csv_when_there_is_no_summary(tmp_path):
@@ -46,7 +60,9 @@ def test_metrics_csv_when_there_is_no_summary(tmp_path):
     by_label, xlabel = collect([tmp_path])
     assert xlabel == "training step"
     assert mean_curve([r["train/grad_norm"] for r in by_label["baseline"]]) == (
-        [0, 1, 2], [3.0, 2.0, 1.0])
+        [0, 1, 2],
+        [3.0, 2.0, 1.0],
+    )
 
 
 def test_main_writes_diagnostics_png(tmp_path):
@@ -62,8 +78,16 @@ def test_heatmap_of_a_tune_sweep(tmp_path):
         for lam in (0.1, 1.0):
             for seed in (1, 2):
                 acc = (sigma + lam + seed / 10) / 10
-                write_run(tmp_path / f"{sigma}_{lam}_{seed}", "pace", [1.0], sigma=sigma,
-                          lam=lam, seed=seed, protocol="tune", acc=acc)
+                write_run(
+                    tmp_path / f"{sigma}_{lam}_{seed}",
+                    "pace",
+                    [1.0],
+                    sigma=sigma,
+                    lam=lam,
+                    seed=seed,
+                    protocol="tune",
+                    acc=acc,
+                )
     write_run(tmp_path / "base", "none", [1.0], protocol="tune")  # not on the grid
     (grid,) = sweep_grids([tmp_path]).values()
     assert sorted(grid) == [(0.5, 0.1), (0.5, 1.0), (1.0, 0.1), (1.0, 1.0)]
@@ -96,8 +120,9 @@ def test_accuracy_against_shots_averages_split_seeds(tmp_path):
         for shots in (1, 4):
             for split_seed in (0, 1, 2):
                 acc = shots / 10 + gain + split_seed / 100
-                write_fewshot_run(tmp_path / f"{mode}_{shots}_{split_seed}", mode, shots,
-                                  split_seed, acc)
+                write_fewshot_run(
+                    tmp_path / f"{mode}_{shots}_{split_seed}", mode, shots, split_seed, acc
+                )
     curves = shot_curves([tmp_path])
     assert sorted(curves) == ["PACE σ=0.5 λ=1.0", "baseline"]
     assert sorted(curves["baseline"]) == [1, 4]

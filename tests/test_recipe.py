@@ -18,8 +18,8 @@ from src.backbones.factory import reset_head
 from src.data import VTABDataModule
 from src.data.synthetic import write_vtab_task
 from src.errors import UserError
-from src.model import build_model
-from src.module import FineTuner
+from src.finetuner import FineTuner
+from src.network import build_model
 from src.pace import FastPACE, LazyPACE, MultiplicativeNoise, build_regulariser, paired_batch
 from src.pace.droppath import PairedDropPath
 from src.pace.noise import noise_modules

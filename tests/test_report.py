@@ -19,16 +19,33 @@ TARGETS = {
 }
 
 
-def write_run(folder, task, metrics, seed=1, benchmark="vtab", protocol="final", epochs=300,
-              max_epochs=300, mode="pace", weights=None, **config):
+def write_run(
+    folder,
+    task,
+    metrics,
+    seed=1,
+    benchmark="vtab",
+    protocol="final",
+    epochs=300,
+    max_epochs=300,
+    mode="pace",
+    weights=None,
+    **config,
+):
     folder.mkdir(parents=True)
     tree = {
         "seed": seed,
         "sigma": 1.2,
         "lam": 1.0,
         "paths": {"output_dir": str(folder)},
-        "data": {"_target_": TARGETS[benchmark], "task": task, "protocol": protocol,
-                 "root": "/somewhere", "num_workers": 2, "img_size": 224},
+        "data": {
+            "_target_": TARGETS[benchmark],
+            "task": task,
+            "protocol": protocol,
+            "root": "/somewhere",
+            "num_workers": 2,
+            "img_size": 224,
+        },
         "backbone": {"name": "vit_base_patch16_224"},
         "adapter": {"name": "lora_mul_vpt_add", "rank": 10},
         "pace": {"mode": mode, "sigma": 1.2, "lam": 1.0},
@@ -39,8 +56,14 @@ def write_run(folder, task, metrics, seed=1, benchmark="vtab", protocol="final",
         OmegaConf.update(tree_cfg := OmegaConf.create(tree), key.replace("__", "."), value)
         tree = OmegaConf.to_container(tree_cfg)
     OmegaConf.save(OmegaConf.create(tree), folder / "config.yaml")
-    results = {"task": task, "protocol": protocol, "seed": seed, "epochs": epochs,
-               "fit_seconds": 10.0, "metrics": metrics}
+    results = {
+        "task": task,
+        "protocol": protocol,
+        "seed": seed,
+        "epochs": epochs,
+        "fit_seconds": 10.0,
+        "metrics": metrics,
+    }
     if weights is not None:  # what src.train records about the weights the run started from
         results["weights"] = {"source": weights}
     (folder / "results.json").write_text(json.dumps(results))
@@ -50,8 +73,12 @@ def recipe(task):
     """The paper recipe's values for a VTAB task, so the runs below match it."""
     cfg = OmegaConf.load(f"conf/task/vtab_{task}.yaml")
     adapter = next(v for d in cfg.defaults for k, v in d.items() if k == "override /adapter")
-    return {"adapter__name": adapter, "adapter__rank": cfg.paper_rank,
-            "optim__lr": cfg.optim.lr, "optim__weight_decay": cfg.optim.weight_decay}
+    return {
+        "adapter__name": adapter,
+        "adapter__rank": cfg.paper_rank,
+        "optim__lr": cfg.optim.lr,
+        "optim__weight_decay": cfg.optim.weight_decay,
+    }
 
 
 def vtab_sweep(root, values, skip=()):
@@ -116,8 +143,13 @@ def test_a_deviation_from_the_recipe_is_its_own_row(tmp_path, capsys):
 
 
 def test_protocol_guard(tmp_path, capsys):
-    write_run(tmp_path / "tune", "cifar", {"val/acc": 0.9, "test/acc": 0.1}, protocol="tune",
-              **recipe("cifar"))
+    write_run(
+        tmp_path / "tune",
+        "cifar",
+        {"val/acc": 0.9, "test/acc": 0.1},
+        protocol="tune",
+        **recipe("cifar"),
+    )
     write_run(tmp_path / "early", "cifar", {"test/acc": 0.99}, epochs=120, **recipe("cifar"))
     write_run(tmp_path / "done", "cifar", {"test/acc": 0.8}, **recipe("cifar"))
     main([str(tmp_path)])
@@ -135,17 +167,37 @@ def test_protocol_guard(tmp_path, capsys):
 def test_fewshot_averages_split_seeds_per_shots(tmp_path, capsys):
     for shots, base in ((1, 40.0), (16, 80.0)):
         for split_seed, delta in ((0, -1.0), (1, 1.0)):
-            write_run(tmp_path / f"{shots}_{split_seed}", "fashion_mnist",
-                      {"test/acc": (base + delta) / 100}, benchmark="fewshot", max_epochs=100,
-                      epochs=100, data__shots=shots, data__split_seed=split_seed)
+            write_run(
+                tmp_path / f"{shots}_{split_seed}",
+                "fashion_mnist",
+                {"test/acc": (base + delta) / 100},
+                benchmark="fewshot",
+                max_epochs=100,
+                epochs=100,
+                data__shots=shots,
+                data__split_seed=split_seed,
+            )
     main([str(tmp_path)])
     out = capsys.readouterr().out
     assert "Few-shot — final protocol" in out
     assert row(out, "PACE σ=1.2 λ=1.0 · fashion_mnist") == [
-        "40.00 ± 1.41", "missing", "missing", "missing", "80.00 ± 1.41"]
+        "40.00 ± 1.41",
+        "missing",
+        "missing",
+        "missing",
+        "80.00 ± 1.41",
+    ]
     assert "mean of 5" not in out and "paper:" not in out  # a custom task alone
-    write_run(tmp_path / "pets", "oxford-pets", {"test/acc": 0.5}, benchmark="fewshot",
-              max_epochs=100, epochs=100, data__shots=1, data__split_seed=0)
+    write_run(
+        tmp_path / "pets",
+        "oxford-pets",
+        {"test/acc": 0.5},
+        benchmark="fewshot",
+        max_epochs=100,
+        epochs=100,
+        data__shots=1,
+        data__split_seed=0,
+    )
     main([str(tmp_path)])
     out = capsys.readouterr().out
     means = [line for line in out.splitlines() if line.startswith("| PACE") and "mean of 5" in line]
@@ -154,8 +206,13 @@ def test_fewshot_averages_split_seeds_per_shots(tmp_path, capsys):
 
 
 def test_domain_table_has_each_test_set_and_the_mean(tmp_path, capsys):
-    metrics = {"test/acc/imagenet": 0.79, "test/acc/v2": 0.694, "test/acc/sketch": 0.318,
-               "test/acc/a": 0.163, "test/acc/r": 0.352}
+    metrics = {
+        "test/acc/imagenet": 0.79,
+        "test/acc/v2": 0.694,
+        "test/acc/sketch": 0.318,
+        "test/acc/a": 0.163,
+        "test/acc/r": 0.352,
+    }
     write_run(tmp_path / "d", "imagenet", metrics, benchmark="domain", max_epochs=100, epochs=100)
     main([str(tmp_path)])
     out = capsys.readouterr().out
@@ -222,12 +279,30 @@ def test_the_weights_a_run_started_from_are_part_of_its_row(tmp_path):
     paper_file = "file:ViT-B_16.npz@sha256:0123456789abcdef"
     # One file under two paths is one source; a run from before weights were recorded, whose
     # config said null, started from random init like the one that says so.
-    write_run(tmp_path / "f1", "toy", {"test/acc": 0.8}, seed=1, weights=paper_file,
-              backbone__weights="/a/ViT-B_16.npz")
-    write_run(tmp_path / "f2", "toy", {"test/acc": 0.6}, seed=2, weights=paper_file,
-              backbone__weights="/b/ViT-B_16.npz")
-    write_run(tmp_path / "h", "toy", {"test/acc": 0.5}, seed=1, backbone__weights="hub",
-              weights="timm:vit_base_patch16_224.augreg2_in21k_ft_in1k")
+    write_run(
+        tmp_path / "f1",
+        "toy",
+        {"test/acc": 0.8},
+        seed=1,
+        weights=paper_file,
+        backbone__weights="/a/ViT-B_16.npz",
+    )
+    write_run(
+        tmp_path / "f2",
+        "toy",
+        {"test/acc": 0.6},
+        seed=2,
+        weights=paper_file,
+        backbone__weights="/b/ViT-B_16.npz",
+    )
+    write_run(
+        tmp_path / "h",
+        "toy",
+        {"test/acc": 0.5},
+        seed=1,
+        backbone__weights="hub",
+        weights="timm:vit_base_patch16_224.augreg2_in21k_ft_in1k",
+    )
     write_run(tmp_path / "r1", "toy", {"test/acc": 0.2}, seed=1, backbone__weights=None)
     write_run(tmp_path / "r2", "toy", {"test/acc": 0.4}, seed=2, backbone__weights="random",
               weights="random")  # fmt: skip

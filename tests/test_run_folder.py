@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from src.data.synthetic import write_vtab_task
 from src.errors import UserError
-from src.run_folder import checkpoint_problem, config_changes
+from src.run.folder import checkpoint_problem, config_changes
 from src.train import train
 from tests.conftest import SimulatedCrash, compose_config, crash_in_epoch
 
@@ -209,7 +209,7 @@ def fake_checkpoint(path: Path, mtime: int) -> None:
 
 
 def test_newest_readable_checkpoint_includes_slurm_requeue_checkpoints(tmp_path):
-    from src.run_folder import choose_good_checkpoint
+    from src.run.folder import choose_good_checkpoint
 
     fake_checkpoint(tmp_path / "checkpoints" / "epoch000.ckpt", 1000)
     os.symlink("epoch000.ckpt", tmp_path / "checkpoints" / "last.ckpt")
@@ -223,7 +223,7 @@ def test_newest_readable_checkpoint_includes_slurm_requeue_checkpoints(tmp_path)
 def test_a_requeue_checkpoint_is_resumed_as_the_newest_checkpoint(tmp_path, capsys):
     """The usual SLURM requeue, before or after an epoch ended: nothing is broken, and the
     message says what every resume says. A broken last.ckpt is still reported."""
-    from src.run_folder import choose_resume_checkpoint
+    from src.run.folder import choose_resume_checkpoint
 
     hpc, last = tmp_path / "hpc_ckpt_1.ckpt", tmp_path / "checkpoints" / "last.ckpt"
     requeued = (

@@ -12,10 +12,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from src.data import VTABDataModule
 from src.data.synthetic import write_vtab_task
-from src.model import build_model
-from src.module import FineTuner
+from src.finetuner import FineTuner
+from src.network import build_model
 from src.pace import build_regulariser
-from src.run_record import EpochSummary, provenance
+from src.run.record import EpochSummary, provenance
 from tests.conftest import quiet_trainer
 
 
@@ -40,8 +40,16 @@ def test_summary_has_one_row_per_epoch_with_lr_seconds_and_metrics(tmp_path):
     rows = list(csv.DictReader(path.open()))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert [int(r["step"]) for r in rows] == [2, 4, 6]  # 16 images / batch 8
-    assert {"lr", "seconds", "train/loss", "train/ce", "train/consistency", "train/acc",
-            "val/acc", "val/fp_distance"} <= set(rows[0])
+    assert {
+        "lr",
+        "seconds",
+        "train/loss",
+        "train/ce",
+        "train/consistency",
+        "train/acc",
+        "val/acc",
+        "val/fp_distance",
+    } <= set(rows[0])
     assert all(float(r["seconds"]) > 0 for r in rows)
     lrs = [float(r["lr"]) for r in rows]
     assert lrs[0] > lrs[1] > lrs[2]  # cosine decay, stepped per optimiser step
@@ -73,8 +81,12 @@ def test_a_resumed_run_keeps_every_epoch_row_once(tmp_path):
     def fit(max_epochs, ckpt_path=None):
         dm, module = tiny_fit(tmp_path, "none")
         checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
-        trainer = quiet_trainer(max_epochs=max_epochs, enable_checkpointing=True,
-                                limit_val_batches=0, callbacks=[EpochSummary(path), checkpoints])
+        trainer = quiet_trainer(
+            max_epochs=max_epochs,
+            enable_checkpointing=True,
+            limit_val_batches=0,
+            callbacks=[EpochSummary(path), checkpoints],
+        )
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
 
     fit(2)

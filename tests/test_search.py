@@ -94,9 +94,7 @@ def test_search_then_select_then_final(tmp_path, monkeypatch):
     runs = {p.parent: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
     assert len(runs) == 3 and {r["protocol"] for r in runs.values()} == {"tune"}
     # Optuna was told what each run returned: val/acc on val200.
-    assert sorted(t.value for t in trials) == sorted(
-        r["metrics"]["val/acc"] for r in runs.values()
-    )
+    assert sorted(t.value for t in trials) == sorted(r["metrics"]["val/acc"] for r in runs.values())
 
     monkeypatch.chdir(REPO)  # --launch runs `python -m src.train` like a user in the repo
     (selection,) = select_main([str(sweep), "--seeds", "1,2", "--launch"])

@@ -68,7 +68,9 @@ def extend_time_limit_after_first_requeue(slurm_conf, sweep_dir, proc, minutes=5
             if REQUEUED in log:
                 subprocess.run(
                     ["scontrol", "update", f"jobid={job_id}", f"timelimit={minutes}"],
-                    env=env, check=True, capture_output=True,
+                    env=env,
+                    check=True,
+                    capture_output=True,
                 )
                 return
         time.sleep(1)
@@ -98,9 +100,7 @@ def requeue_sweep(slurm_conf, data_root, tmp_path_factory):
     watcher.join()
 
 
-def test_two_point_ddp_sweep_runs_one_slurm_job_per_point(
-    slurm_conf, data_root, tmp_path
-):
+def test_two_point_ddp_sweep_runs_one_slurm_job_per_point(slurm_conf, data_root, tmp_path):
     """Each sweep point is one SLURM job of 2 tasks (hydra/launcher=slurm_ddp, 2 CPU ranks)."""
     sweep_dir = tmp_path / "sweep"
     proc = start_sweep(
@@ -169,7 +169,8 @@ def test_rerunning_an_interrupted_sweep_skips_finished_jobs_and_resumes_the_rest
     result = json.loads((interrupted / "results.json").read_text())
     assert result["sigma"] == 0.5 and result["epochs"] == 2 and "test/acc" in result["metrics"]
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == [
-        finished.name, interrupted.name
+        finished.name,
+        interrupted.name,
     ]
 
 
@@ -250,7 +251,7 @@ def test_time_limit_requeues_and_resumes_in_the_same_folder(slurm_conf, requeue_
     proc.wait(timeout=420)
     assert proc.returncode == 0, sweep_log(sweep_dir)[-3000:]
 
-    (job_id, log), = job_logs(sweep_dir).items()
+    ((job_id, log),) = job_logs(sweep_dir).items()
     requeues = re.findall(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+ " + re.escape(REQUEUED), log)
     restores = re.findall(
         r"^resuming from (.*\.ckpt), the newest checkpoint of this run folder", log, re.M
@@ -272,9 +273,10 @@ def test_time_limit_requeues_and_resumes_in_the_same_folder(slurm_conf, requeue_
     assert result["epochs"] > 0 and "test/acc" in result["metrics"]
 
     scontrol = subprocess.run(
-        ["scontrol", "show", "job", job_id], env={**os.environ, "SLURM_CONF": slurm_conf},
-        capture_output=True, text=True,
+        ["scontrol", "show", "job", job_id],
+        env={**os.environ, "SLURM_CONF": slurm_conf},
+        capture_output=True,
+        text=True,
     )
     restarts = re.search(r"Restarts=(\d+)", scontrol.stdout)
     assert restarts and int(restarts.group(1)) == len(requeues), scontrol.stdout
-

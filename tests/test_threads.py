@@ -5,7 +5,7 @@ import os
 import pytest
 
 from src.errors import UserError
-from src.threads import allowed_cpus, choose_threads
+from src.run.threads import allowed_cpus, choose_threads
 
 
 def test_a_number_is_taken_as_given():
@@ -31,9 +31,9 @@ def test_slurm_allocation_bounds_the_choice(monkeypatch):
 
 
 def test_deterministic_auto_ignores_the_load(monkeypatch):
-    import src.threads
+    import src.run.threads
 
-    monkeypatch.setattr(src.threads, "busy_cpus", lambda: float(os.cpu_count() or 1))
+    monkeypatch.setattr(src.run.threads, "busy_cpus", lambda: float(os.cpu_count() or 1))
     assert choose_threads("auto") == 1  # every CPU busy: auto alone takes one
     assert choose_threads("auto", deterministic=True) == allowed_cpus()
     assert choose_threads("auto", processes=2, deterministic=True) == max(1, allowed_cpus() // 2)
@@ -42,10 +42,12 @@ def test_deterministic_auto_ignores_the_load(monkeypatch):
 def test_a_resume_keeps_the_thread_count_its_checkpoint_recorded(tmp_path, monkeypatch):
     import torch
 
-    import src.threads
-    from src.threads import CHECKPOINT_KEY, threads_for_run
+    import src.run.threads
+    from src.run.threads import CHECKPOINT_KEY, threads_for_run
 
-    monkeypatch.setattr(src.threads, "busy_cpus", lambda: 0.0)  # an idle machine: auto would differ
+    monkeypatch.setattr(
+        src.run.threads, "busy_cpus", lambda: 0.0
+    )  # an idle machine: auto would differ
     ckpt = tmp_path / "last.ckpt"
     torch.save({CHECKPOINT_KEY: 7}, ckpt)
     assert threads_for_run("auto", resume_from=ckpt) == (7, None)

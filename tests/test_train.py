@@ -11,10 +11,10 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 from safetensors.torch import load_file
 
-from src.cli import RunInterrupted
+from src.cli.entry import RunInterrupted
 from src.data.synthetic import write_vtab_task
 from src.eval import evaluate
-from src.stopping import RunDiverged
+from src.run.stopping import RunDiverged
 from src.train import train
 from tests.conftest import SimulatedCrash, crash_in_epoch
 
@@ -173,7 +173,7 @@ def test_nan_loss_stops_with_step_and_last_good_checkpoint(compose_cfg, data_roo
 
 
 def test_claim_folder_gives_each_launch_its_own_folder(tmp_path):
-    from src import config
+    from src.cli import validation as config
 
     base = str(tmp_path / "runs" / "2026-01-01_00-00-00")
     first = config.claim_folder(base)
@@ -186,7 +186,7 @@ def test_claim_folder_gives_each_launch_its_own_folder(tmp_path):
 
 
 def test_last_ckpt_link_is_replaced_in_one_step(tmp_path):
-    from src.checkpoints import link_atomically
+    from src.run.checkpoints import link_atomically
 
     for name in ("epoch000.ckpt", "epoch001.ckpt"):
         (tmp_path / name).write_text(name)

@@ -17,7 +17,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from src.data.synthetic import write_vtab_task
-from src.loggers import flatten, run_config
+from src.run.loggers import flatten, run_config
 
 REPO = Path(__file__).resolve().parents[1]
 

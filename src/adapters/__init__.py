@@ -1,7 +1,7 @@
 """PEFT adapters: every method's config schema at once, the torch side on first use.
 
 Importing the package registers every method's config with Hydra (``adapter_schema/<name>``,
-from the torch-free ``src.adapters.configs``), which ``conf/adapter/<name>.yaml`` builds on, so
+from the torch-free ``src.adapters.schemas``), which ``conf/adapter/<name>.yaml`` builds on, so
 entry points import it before Hydra composes without paying for torch. The first access to
 anything else here (``inject``, ``ADAPTERS``, …) imports the family files, which register every
 method in ``ADAPTERS``.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-from src.adapters.configs import BLOCK_LINEARS, SCHEMAS, AdapterConfig
+from src.adapters.schemas import BLOCK_LINEARS, SCHEMAS, AdapterConfig
 
 # Public name -> the module that defines it (loaded, with every family, on first access).
 _LAZY = {

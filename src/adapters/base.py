@@ -31,13 +31,13 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.utils import parametrize
 
-from src.adapters.configs import (  # noqa: F401  (re-exported: the contract's config types)
+from src.adapters.fused import compute_dtype, dense_noisy_linear
+from src.adapters.schemas import (  # noqa: F401  (re-exported: the contract's config types)
     BLOCK_LINEARS,
     AdapterConfig,
     LinearSitesConfig,
     store_schema,
 )
-from src.adapters.fused import compute_dtype, dense_noisy_linear
 from src.errors import UserError, check_choice
 
 
@@ -238,7 +238,7 @@ def register_adapter(name: str, config: type[AdapterConfig]):
         if name in ADAPTERS:
             raise ValueError(f"adapter '{name}' registered twice")
         ADAPTERS[name] = Method(name, config, impl)
-        # The project's methods are stored already (src/adapters/configs.py, torch-free); this
+        # The project's methods are stored already (src/adapters/schemas.py, torch-free); this
         # makes a method defined elsewhere composable too once its module is imported.
         store_schema(name, config)
         return impl

@@ -26,7 +26,7 @@ from torch import nn
 
 from src.adapters import sites
 from src.adapters.base import AdaptedLinear, BranchModule, register_adapter
-from src.adapters.configs import (
+from src.adapters.schemas import (
     ACTIVATIONS,
     AdaptFormerConfig,
     BottleneckConfig,

@@ -21,7 +21,7 @@ from src.adapters.base import (
     branch_modules,
     register_adapter,
 )
-from src.adapters.configs import AdapterConfig
+from src.adapters.schemas import AdapterConfig
 
 
 class DenseDelta(BranchModule):

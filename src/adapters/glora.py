@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.adapters.base import AdaptedLinear, register_adapter
-from src.adapters.configs import GLORA_PATHS as PATHS
-from src.adapters.configs import GLoRAConfig, RankConfig
+from src.adapters.schemas import GLORA_PATHS as PATHS
+from src.adapters.schemas import GLoRAConfig, RankConfig
 
 
 def _zeros(*shape: int) -> nn.Parameter:

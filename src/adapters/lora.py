@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.adapters.base import AdaptedLinear, register_adapter
-from src.adapters.configs import LoRAConfig
+from src.adapters.schemas import LoRAConfig
 
 
 @register_adapter("lora", config=LoRAConfig)

@@ -19,7 +19,7 @@ from torch import nn
 
 from src.adapters import sites
 from src.adapters.base import BranchModule, ParameterDelta, register_adapter
-from src.adapters.configs import AdapterConfig, SSFConfig
+from src.adapters.schemas import AdapterConfig, SSFConfig
 
 
 def _channels(module: nn.Module) -> int:

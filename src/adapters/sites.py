@@ -29,7 +29,7 @@ import logging
 
 from torch import nn
 
-from src.adapters.configs import BLOCK_LINEARS, AdapterConfig, LinearSitesConfig
+from src.adapters.schemas import BLOCK_LINEARS, AdapterConfig, LinearSitesConfig
 from src.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ from src.adapters.base import (
     head_parameter_names,
     register_adapter,
 )
-from src.adapters.configs import GPSConfig, GRFTConfig
+from src.adapters.schemas import GPSConfig, GRFTConfig
 
 
 def gradient_scores(

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.adapters.base import AdaptedLinear, register_adapter
-from src.adapters.configs import VeRAConfig
+from src.adapters.schemas import VeRAConfig
 from src.adapters.sites import replace_module
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from src.adapters.base import BranchModule, register_adapter
-from src.adapters.configs import VPTConfig
+from src.adapters.schemas import VPTConfig
 from src.adapters.sites import backbone_family, replace_module, selected_blocks
 from src.errors import UserError
 

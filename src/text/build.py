@@ -30,7 +30,7 @@ def build_text_model(cfg: DictConfig, num_classes: int, objective: str):
 
 def build_text_finetuner(cfg: DictConfig, datamodule):
     from src.pace import build_regulariser
-    from src.text.module import TextFineTuner
+    from src.text.finetuner import TextFineTuner
     from src.text.objectives import make_objective
 
     objective = datamodule.objective

@@ -10,15 +10,37 @@ from tools.demo_assets.to_fewshot import main as to_fewshot
 def test_vtab_task_converts_to_the_fewshot_layout(tmp_path):
     source = write_vtab_task(tmp_path, "fm", num_classes=3, n_train=30, n_val=6, n_test=9)
     out = tmp_path / "few-shot" / "fm"
-    assert to_fewshot(["--source", str(source), "--out", str(out), "--classes", "3",
-                       "--shots", "1,2,4", "--seeds", "0,1"]) == 0
+    assert (
+        to_fewshot(
+            [
+                "--source",
+                str(source),
+                "--out",
+                str(out),
+                "--classes",
+                "3",
+                "--shots",
+                "1,2,4",
+                "--seeds",
+                "0,1",
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in (out / "annotations").iterdir())
     assert len(names) == 3 * 2 + 2 and "train_meta.list.num_shot_4.seed_1" in names
     draws = {}
     for k in (1, 2, 4):
         for s in (0, 1):
-            dm = FewShotDataModule(str(tmp_path), "fm", num_classes=3, shots=k, split_seed=s,
-                                   img_size=16, num_workers=0)
+            dm = FewShotDataModule(
+                str(tmp_path),
+                "fm",
+                num_classes=3,
+                shots=k,
+                split_seed=s,
+                img_size=16,
+                num_workers=0,
+            )
             samples = dm.samples(dm.splits()["train"])
             assert sorted(label for _, label in samples) == sorted([0, 1, 2] * k)
             assert all(path.is_file() for path, _ in samples)
@@ -30,10 +52,27 @@ def test_vtab_task_converts_to_the_fewshot_layout(tmp_path):
     assert to_fewshot(["--source", str(source), "--out", str(out), "--shots", "20"]) == 2
     # The failed rerun kept the lists; a rerun with fewer shots leaves none of the old ones.
     assert sorted(p.name for p in (out / "annotations").iterdir()) == names
-    assert to_fewshot(["--source", str(source), "--out", str(out), "--classes", "3",
-                       "--shots", "2", "--seeds", "0"]) == 0
+    assert (
+        to_fewshot(
+            [
+                "--source",
+                str(source),
+                "--out",
+                str(out),
+                "--classes",
+                "3",
+                "--shots",
+                "2",
+                "--seeds",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in (out / "annotations").iterdir()) == [
-        "test_meta.list", "train_meta.list.num_shot_2.seed_0", "val_meta.list"
+        "test_meta.list",
+        "train_meta.list.num_shot_2.seed_0",
+        "val_meta.list",
     ]
     assert sorted(p.name for p in out.iterdir()) == ["annotations", "images", "to_fewshot.json"]
 

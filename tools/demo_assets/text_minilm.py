@@ -77,7 +77,6 @@ def locate_model() -> Path:
     )
 
 
-
 def sentence_embeddings(model, tokenizer, sentences: list[str]):
     """Mean of the last hidden states over real tokens, L2-normalised (the model's pooling)."""
     import torch

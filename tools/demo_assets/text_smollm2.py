@@ -131,7 +131,6 @@ def plain_model(model):
     return plain.eval()
 
 
-
 def convert(
     source: Path | None = None,
     out: Path = DEFAULT_OUT,

@@ -42,9 +42,7 @@ def _relative_to_images(task_dir: Path, path: Path) -> str:
     return str(Path(*relative.parts[1:]))
 
 
-def draw_shots(
-    labels: list[int], shots: int, seed: int, max_shots: int
-) -> list[int]:
+def draw_shots(labels: list[int], shots: int, seed: int, max_shots: int) -> list[int]:
     """Indices of ``shots`` samples per class, class-major; prefixes of the ``max_shots`` draw."""
     by_class: dict[int, list[int]] = defaultdict(list)
     for index, label in enumerate(labels):
@@ -99,12 +97,19 @@ def convert(
         for seed in seeds:
             for k in shots:
                 chosen = draw_shots(labels, k, seed, max(shots))
-                write(annotations, f"train_meta.list.num_shot_{k}.seed_{seed}",
-                      [train[i] for i in chosen])
+                write(
+                    annotations,
+                    f"train_meta.list.num_shot_{k}.seed_{seed}",
+                    [train[i] for i in chosen],
+                )
         write(annotations, "val_meta.list", splits["val200"])
         write(annotations, "test_meta.list", splits["test"])
-    meta = {"source": str(source), "shots": list(shots), "seeds": list(seeds),
-            "num_classes": num_classes}
+    meta = {
+        "source": str(source),
+        "shots": list(shots),
+        "seeds": list(seeds),
+        "num_classes": num_classes,
+    }
     (out / "to_fewshot.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
-from src.module import FineTuner
+from src.finetuner import FineTuner
 from src.text.metrics import ExactMatch, GlueMetrics
 from src.text.objectives import IGNORE, make_objective, next_token_view
 

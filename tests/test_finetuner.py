@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from src.data import VTABDataModule
 from src.data.synthetic import write_vtab_task
 from src.errors import UserError
-from src.model import build_model
-from src.module import FineTuner
+from src.finetuner import FineTuner
+from src.network import build_model
 from src.pace import build_regulariser
 from src.schedule import step_cosine_scheduler
 from tests.conftest import quiet_trainer as shared_quiet_trainer
@@ -103,6 +103,7 @@ def test_fit_moves_the_rate_every_step(datamodule):
     finetuner = make_finetuner(mode="none", lr=1e-3, warmup_epochs=1, warmup_lr=1e-6, min_lr=1e-5)
     seen = []
     step = finetuner.training_step
+
     def recording_step(*args):
         seen.append(finetuner.optimizers().param_groups[0]["lr"])
         return step(*args)

@@ -7,7 +7,7 @@ learns from ``sacct`` that one never will. Where ``sacct`` does not work (the on
 tools/slurm/up.sh, some small clusters) the state stays unknown and the launch would wait for
 ever; :class:`NoticeLostJobs` then gives submitit the states from ``squeue``, which knows a job
 until ``MinJobAge`` (300 s by default) after it ended. submitit's error for such a job becomes
-one line in :func:`describe_lost_job` (src/cli.py calls it).
+one line in :func:`describe_lost_job` (src/cli/entry.py calls it).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from src.launch import hold_requeue_signal
+from src.run.launch import hold_requeue_signal
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -163,7 +163,7 @@ class RequeueSignalInStages(Callback):
     earlier is handled at once: the job saves a checkpoint and is requeued at the start of
     training instead of being killed, or timing out, without one. Must come after
     :class:`SignalsStopTraining` in the callback list. Without
-    :func:`src.launch.hold_requeue_signal` (not under SLURM) nothing is blocked.
+    :func:`src.run.launch.hold_requeue_signal` (not under SLURM) nothing is blocked.
     """
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -233,7 +233,7 @@ class SameDataOrderOnResume(Callback):
         # restored (the uninterrupted run drew them at the epoch's start, before the
         # checkpoint): restore them again, so this batch draws what it drew there.
         if self._rng_states is not None:
-            from src.rng import restore_rng_states
+            from src.run.rng import restore_rng_states
 
             restore_rng_states(self._rng_states)
             self._rng_states = None
@@ -242,7 +242,7 @@ class SameDataOrderOnResume(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._before_first_validation is not None:
-            from src.rng import capture_rng_states
+            from src.run.rng import capture_rng_states
 
             self._before_first_validation = capture_rng_states()
 
@@ -252,7 +252,7 @@ class SameDataOrderOnResume(Callback):
         # them at its first validation, one draw the uninterrupted run did not make. Undo it.
         states, self._before_first_validation = self._before_first_validation, None
         if states and not trainer.sanity_checking and _persistent(trainer.val_dataloaders):
-            from src.rng import restore_rng_states
+            from src.run.rng import restore_rng_states
 
             restore_rng_states(states)
 
@@ -260,7 +260,7 @@ class SameDataOrderOnResume(Callback):
         # The checkpoint's states still held here: this process has started no epoch and trained
         # no batch, so this end is Lightning's replay of the epoch the checkpoint closed.
         if self._rng_states is not None:
-            from src.rng import restore_rng_states
+            from src.run.rng import restore_rng_states
 
             restore_rng_states(self._rng_states)
             self._rng_states = None
@@ -275,9 +275,9 @@ def _persistent(loaders) -> bool:
 
 class RecordThreads(Callback):
     """Every checkpoint says how many CPU threads torch trained with: the count changes the bits,
-    so a resume takes it from there (src.threads.threads_for_run)."""
+    so a resume takes it from there (src.run.threads.threads_for_run)."""
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        from src.threads import CHECKPOINT_KEY
+        from src.run.threads import CHECKPOINT_KEY
 
         checkpoint[CHECKPOINT_KEY] = torch.get_num_threads()

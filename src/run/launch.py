@@ -7,7 +7,7 @@ run again. Under SLURM (hydra/launcher=slurm), SLURM sends SIGUSR1 shortly befor
 Lightning saves ``<run folder>/hpc_ckpt_<n>.ckpt`` and requeues the job, which reruns the same
 sweep point in the same folder and resumes from that checkpoint. Re-running a sweep command with
 ``hydra.sweep.dir=<its folder>`` skips the finished jobs and resumes the others from
-``checkpoints/last.ckpt``. src/run_folder.py decides both (docs/run_folders.md).
+``checkpoints/last.ckpt``. src/run/folder.py decides both (docs/run_folders.md).
 """
 
 from __future__ import annotations
@@ -72,14 +72,14 @@ def hold_requeue_signal() -> None:
 
     SLURM sends the requeue signal once, ``signal_delay_s`` before the time limit. Lightning's
     handler (save ``hpc_ckpt_<n>.ckpt``, ``scontrol requeue``) is installed only while a Trainer
-    stage runs, and so is :class:`src.checkpoints.SignalsStopTraining`'s (stop at a batch
+    stage runs, and so is :class:`src.run.checkpoints.SignalsStopTraining`'s (stop at a batch
     boundary) without SLURM; before that (imports, data decoding, adapter calibration, restoring
     a checkpoint) and after it (saving the weights, results.json) the signal's default action
     would end the process: no checkpoint, no requeue, and no result for the launcher waiting on
-    the login node. Held, the signal waits for :class:`src.checkpoints.RequeueSignalInStages` to
+    the login node. Held, the signal waits for :class:`src.run.checkpoints.RequeueSignalInStages` to
     let it through; one that comes after training is never let through (the run is finishing).
 
-    Called on the entry's first line (:func:`src.stopping.stop_cleanly_on_signals`), before any
+    Called on the entry's first line (:func:`src.run.stopping.stop_cleanly_on_signals`), before any
     thread starts: a thread that does not block SIGUSR1 would receive it. Threads and processes
     started later (DataLoader workers, ``scontrol``) inherit the mask.
     """
@@ -99,7 +99,7 @@ def explain_srun_once() -> None:
     interactive = os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive")
     if "SLURM_NTASKS" in os.environ or interactive:
         return
-    from src.cli import say
+    from src.cli.entry import say
 
     say(
         f"note: this runs inside SLURM job {os.environ['SLURM_JOB_ID']} without srun, as a "

@@ -10,7 +10,7 @@ import warnings
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.cli import is_rank_zero
+from src.cli.entry import is_rank_zero
 from src.errors import UserError
 
 # Warnings that say nothing actionable for this project's runs.

@@ -12,13 +12,13 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from src.adapters import count_parameters, set_branches_enabled
 from src.adapters.sparse import set_loss_scale
+from src.backbones.fingerprint import frozen_fingerprint
 from src.errors import UserError, check_choice
-from src.fingerprint import frozen_fingerprint
 from src.pace import Regulariser
 from src.pace.consistency import squared_distance
-from src.rng import capture_rng_states, restore_rng_states
+from src.run.rng import capture_rng_states, restore_rng_states
+from src.run.stopping import RunDiverged
 from src.schedule import LR_SCHEDULES, epoch_cosine_scheduler, step_cosine_scheduler
-from src.stopping import RunDiverged
 
 
 class FineTuner(LightningModule):
@@ -73,7 +73,7 @@ class FineTuner(LightningModule):
         return self.model(x)
 
     def build_metrics(self, num_classes: int) -> None:
-        """The task's metrics (a text task's subclass builds its own: src/text/module.py)."""
+        """The task's metrics (a text task's subclass builds its own: src/text/finetuner.py)."""
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -167,9 +167,7 @@ class FineTuner(LightningModule):
     def _check_trainable_state(self, state: dict) -> None:
         expected = {n: p for n, p in self.named_parameters() if p.requires_grad}
         missing = sorted(set(expected) - set(state))
-        reshaped = sorted(
-            n for n in expected if n in state and state[n].shape != expected[n].shape
-        )
+        reshaped = sorted(n for n in expected if n in state and state[n].shape != expected[n].shape)
         if missing or reshaped:
             names = ", ".join((missing + reshaped)[:3])
             raise UserError(

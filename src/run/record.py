@@ -20,8 +20,9 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
+from src import PROJECT_ROOT
+
 PACKAGES = ("torch", "torchvision", "lightning", "timm", "torchmetrics", "hydra-core", "numpy")
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class EpochSummary(Callback):

@@ -9,7 +9,6 @@ value must have. No torch here: these errors come before anything is built.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from hydra.errors import (
     ConfigCompositionException,
@@ -19,9 +18,8 @@ from hydra.errors import (
 )
 from omegaconf.errors import OmegaConfBaseException
 
-from src.config import closest_key
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from src import CONF_DIR
+from src.cli.validation import closest_key
 
 # What to give for a required key, by key.
 REQUIRED = {"run_dir": "the folder of a finished training run, e.g. logs/train/runs/<time>"}
@@ -40,7 +38,7 @@ def known_keys(config_name: str) -> list[str]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from src.config import dotted_keys
+    from src.cli.validation import dotted_keys
 
     try:
         GlobalHydra.instance().clear()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.cli import is_rank_zero, say, write_resolved_config
+from src.cli.entry import is_rank_zero, say, write_resolved_config
 from src.errors import UserError
 
 # What a run writes into its folder; `overwrite=true` removes these before the new run starts.

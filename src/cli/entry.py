@@ -84,8 +84,8 @@ def run_entry(hydra_main, config_name: str) -> None:
     # Hydra then re-raises errors instead of printing its own multi-line report and exit 1.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     sys.argv = [sys.argv[0], *flags_first(sys.argv[1:])]
-    from src.launch import explain_srun_once
-    from src.stopping import StopRequested, describe_early_stop, entry_started
+    from src.run.launch import explain_srun_once
+    from src.run.stopping import StopRequested, describe_early_stop, entry_started
 
     explain_srun_once()
     entry_started()  # a signal now unwinds the launch (its folder is forgotten) to here
@@ -152,13 +152,13 @@ def describe_path_error(err: OSError) -> str:
 
 def one_line_error(err: BaseException, config_name: str = "train") -> str | None:
     """The one line for a mistake the user can fix, or None for a programming error."""
-    from src.hydra_errors import describe
+    from src.cli.hydra_errors import describe
 
     user_error = find_user_error(err)
     if user_error is not None:
         return user_message(user_error)
     if type(err).__name__ == "UncompletedJobError":  # submitit's, raised by hydra/launcher=slurm
-        from src.slurm_jobs import describe_lost_job
+        from src.run.slurm import describe_lost_job
 
         return describe_lost_job(str(err))
     path_error = find_path_error(err)

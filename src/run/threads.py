@@ -93,7 +93,7 @@ def recorded_threads(ckpt_path: str | os.PathLike | None) -> int | None:
     return int(threads) if threads else None
 
 
-# Where a checkpoint keeps the thread count (src.checkpoints.RecordThreads writes it).
+# Where a checkpoint keeps the thread count (src.run.checkpoints.RecordThreads writes it).
 CHECKPOINT_KEY = "cpu_threads"
 
 

@@ -13,9 +13,9 @@ from torch import nn
 
 from src.adapters import AdapterConfig, branch_modules, inject, restore_selection
 from src.backbones import build_backbone
+from src.backbones.fingerprint import frozen_fingerprint
 from src.backbones.sources import RANDOM, WeightsSource
 from src.errors import UserError
-from src.fingerprint import frozen_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
   run folder keeps its newest epoch checkpoint (``last.ckpt``), which ``ckpt_path=last``
   resumes exactly. Lightning handles SIGINT and SIGTERM itself; SIGUSR1 (the "time is nearly
   up" signal of batch schedulers) is made to act as SIGTERM by
-  :class:`src.checkpoints.SignalsStopTraining`, unless a cluster plugin claimed it first.
+  :class:`src.run.checkpoints.SignalsStopTraining`, unless a cluster plugin claimed it first.
 - Divergence: a non-finite loss raises :class:`RunDiverged` at the step it appears, before the
   optimiser applies it, so every saved checkpoint holds finite weights.
 
@@ -38,7 +38,7 @@ class StopRequested(BaseException):
         self.signum = signum
 
 
-_entry_started = False  # set by src.cli.run_entry: from then on a signal unwinds the launch
+_entry_started = False  # set by src.cli.entry.run_entry: from then on a signal unwinds the launch
 _installed = False
 
 
@@ -49,7 +49,7 @@ def stop_cleanly_on_signals() -> None:
 
     - SIGUSR1 (the "time is nearly up" signal of SLURM and other schedulers) is held from here
       until a Trainer stage acts on it: Lightning's SLURM requeue (checkpoint + requeue) or
-      :class:`src.checkpoints.SignalsStopTraining` (stop at a batch boundary, exit 138). A job
+      :class:`src.run.checkpoints.SignalsStopTraining` (stop at a batch boundary, exit 138). A job
       that gets it before training has nothing to save: it is requeued, or stopped, as training
       starts.
     - SIGTERM stops the launch at once: while the entry imports (nothing written yet) with one
@@ -60,7 +60,7 @@ def stop_cleanly_on_signals() -> None:
     - DataLoader worker processes (and any other forked child) block all three: the main
       process decides, and ends its workers itself (see :func:`quiet_forked_children`).
     """
-    from src.launch import hold_requeue_signal
+    from src.run.launch import hold_requeue_signal
 
     global _installed
     hold_requeue_signal()
