@@ -258,3 +258,60 @@ def test_dataloader_workers_neither_swallow_nor_die_from_a_group_signal(tmp_path
             not Path(f"/proc/{worker}").exists()
             or "Z" in Path(f"/proc/{worker}/stat").read_text().split()[2]
         )
+
+
+class _Regression(__import__("lightning").LightningModule):
+    """Four batches of a linear fit: enough steps to tell one batch's middle from its end."""
+
+    def __init__(self):
+        super().__init__()
+        import torch
+
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        (x,) = batch
+        return self.layer(x).pow(2).mean()
+
+    def configure_optimizers(self):
+        import torch
+
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        import torch
+
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), 2)
+
+
+class _SignalMidStep(__import__("lightning").Callback):
+    """Sends SIGUSR1 inside batch 1's step, between its forward and its backward."""
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        if trainer.fit_loop.epoch_loop.batch_progress.current.processed == 1:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def test_a_cluster_requeue_signal_mid_step_is_served_at_that_batchs_end():
+    """Lightning's SLURM handler saves and requeues from wherever the signal finds the process;
+    SignalsStopTraining defers it to the end of the batch running then, a point a resume
+    continues from bit-identically (the cluster run: tests/test_slurm.py)."""
+    from src.run.checkpoints import SignalsStopTraining
+    from tests.conftest import quiet_trainer
+
+    trainer = quiet_trainer(max_epochs=1)
+    served = []  # (optimiser steps, batches processed) when the "cluster plugin" handler ran
+
+    def cluster_handler(signum, frame):
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        served.append((trainer.global_step, progress.processed))
+
+    previous = signal.signal(signal.SIGUSR1, cluster_handler)  # claimed, as Lightning's would be
+    try:
+        trainer.callbacks[:0] = [SignalsStopTraining(), _SignalMidStep()]
+        trainer.fit(_Regression())
+        # The signal came in batch 1 before its backward: served once that batch had stepped.
+        assert served == [(2, 2)], served
+        assert signal.getsignal(signal.SIGUSR1) is cluster_handler  # given back after fit
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

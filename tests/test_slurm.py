@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning import Callback
 
 from src.data.synthetic import write_vtab_task
 
@@ -206,6 +207,55 @@ def test_a_requeue_signal_before_training_starts_still_requeues_and_resumes(
     assert f"Restored all states from the checkpoint at {resumed[0]}" in out.read_text()
     result = json.loads((run / "results.json").read_text())
     assert result["epochs"] == 3 and "test/acc" in result["metrics"]
+
+
+class RequeueMidStep(Callback):
+    """In a SLURM job's first attempt, asks SLURM for the requeue signal inside one batch's step,
+    between its forward and its backward, and waits there for it: the moment a time limit's
+    signal most often finds a job. Elsewhere (the uninterrupted reference run) it does nothing."""
+
+    def __init__(self, step: int = 3):
+        self.step = step
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        first_attempt = int(os.environ.get("SLURM_RESTART_COUNT", "0")) == 0
+        if "SLURM_JOB_ID" in os.environ and first_attempt and trainer.global_step == self.step:
+            subprocess.run(["scancel", "--signal=USR1", os.environ["SLURM_JOB_ID"]], check=True)
+            time.sleep(3)  # the signal arrives here, mid-step
+
+
+def trained_weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(run / "adapter.safetensors")
+
+
+def test_a_requeue_signal_mid_step_resumes_bit_identically(slurm_conf, data_root, tmp_path):
+    """Lightning's requeue (save hpc_ckpt, scontrol requeue) is served at the end of the batch
+    the signal interrupted; the requeued job resumes part-way through the epoch and ends with
+    the weights and metrics of a run nobody stopped."""
+    setting = (
+        "trainer.max_epochs=2", "data.batch_size=4", "cpu_threads=1",
+        f"+callbacks.requeue_mid_step._target_={__name__}.RequeueMidStep",
+    )  # fmt: skip
+    sweep_dir = tmp_path / "sweep"
+    proc = start_sweep(slurm_conf, data_root, sweep_dir, *setting)
+    assert proc.wait(timeout=300) == 0, sweep_log(sweep_dir)[-3000:]
+    ((job_id, log),) = job_logs(sweep_dir).items()
+    requeues = re.findall(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+ " + re.escape(REQUEUED), log)
+    assert len(requeues) == 1, log[-3000:]
+    (run,) = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert re.search(r"^resuming from .*\.ckpt, the newest checkpoint", log, re.M), log[-3000:]
+
+    reference_dir = tmp_path / "uninterrupted"
+    reference = start_sweep(slurm_conf, data_root, reference_dir, *setting, launcher="basic")
+    assert reference.wait(timeout=300) == 0, sweep_log(reference_dir)[-3000:]
+    (plain,) = [p for p in reference_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    weights, expected = trained_weights(run), trained_weights(plain)
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[k], expected[k]) for k in expected), "the requeue changed bits"
+    metrics = json.loads((run / "results.json").read_text())["metrics"]
+    assert metrics == json.loads((plain / "results.json").read_text())["metrics"]
 
 
 def test_a_job_killed_before_writing_its_result_ends_the_launch_with_one_line(

@@ -124,24 +124,51 @@ def flush_loggers(trainer) -> None:
 
 
 class SignalsStopTraining(Callback):
-    """SIGUSR1 stops training like SIGTERM; remembers which signal arrived (for the message)."""
+    """SIGUSR1 acts at a batch boundary, like SIGTERM: a stop or a requeue saves a point that a
+    resume continues from bit-identically.
+
+    Without a cluster plugin nobody claims SIGUSR1: it stops training as SIGTERM does (and the
+    signal is remembered for the message). Under SLURM auto-requeue Lightning's handler has it
+    by ``on_train_start``; that handler saves ``hpc_ckpt_<n>.ckpt`` and requeues at once, from
+    inside whatever the process was doing: mid-forward, after the step's noise was drawn, its
+    loop counters between two batches. Its call is deferred to the end of the batch running when
+    the signal came, where the weights, the loop position, the sampler and the random states
+    all describe the same point. A signal during validation is served at the next training
+    batch's end.
+    """
 
     def __init__(self):
         self.received: signal.Signals | None = None
         self._installed = False
+        self._requeue = None  # the cluster plugin's SIGUSR1 handler, deferred to a batch end
+        self._requeue_requested = False
 
     def on_train_start(self, trainer, pl_module) -> None:
-        # Lightning has registered its handlers by now (after on_fit_start); SIG_DFL means nobody
-        # claimed SIGUSR1 (under SLURM auto-requeue, Lightning's requeue handler has it).
-        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+        # Lightning has registered its handlers by now (after on_fit_start).
+        claimed = signal.getsignal(signal.SIGUSR1)
+        if claimed in (signal.SIG_DFL, None):
             signal.signal(signal.SIGUSR1, self._as_sigterm)
-            self._installed = True
+        elif callable(claimed):
+            self._requeue = claimed
+            signal.signal(signal.SIGUSR1, self._request_requeue)
+        else:
+            return
+        self._installed = True
 
     def _as_sigterm(self, signum, frame) -> None:
         self.received = signal.Signals(signum)
         sigterm = signal.getsignal(signal.SIGTERM)  # Lightning's: stop at the next batch end
         if callable(sigterm):
             sigterm(signal.SIGTERM, frame)
+
+    def _request_requeue(self, signum, frame) -> None:
+        self.received = signal.Signals(signum)
+        self._requeue_requested = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._requeue_requested:
+            self._requeue_requested = False
+            self._requeue(signal.SIGUSR1, None)
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self._uninstall()
@@ -151,8 +178,8 @@ class SignalsStopTraining(Callback):
 
     def _uninstall(self) -> None:
         if self._installed:
-            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-            self._installed = False
+            signal.signal(signal.SIGUSR1, self._requeue or signal.SIG_DFL)
+            self._installed, self._requeue = False, None
 
 
 class RequeueSignalInStages(Callback):
