@@ -35,6 +35,8 @@ from datetime import datetime
 from pathlib import Path
 
 from src import PROJECT_ROOT
+from src.cli.entry import report_user_errors
+from src.pace import MODES
 
 # The PACE paper's Table 9 (App. C; ViT-B, CIFAR-100, one H100): time and memory vs the baseline
 # (29 min, 8.9 GB). Lazy is "lazy-half" with N = 2.
@@ -44,7 +46,6 @@ PAPER_TABLE9 = {
     "lazy": {"time": 29 / 29, "memory": 9.3 / 8.9},
     "fast": {"time": 29 / 29, "memory": 9.0 / 8.9},
 }
-MODES = ("none", "pace", "lazy", "fast")
 # glibc's malloc, left to itself, raises its mmap threshold each time a large block is freed, so
 # after the first step activations come from heaps that keep freed memory and fragment: the peak
 # RSS then depends on the allocation history (a `none` case's peak RSS grew by 60-120 MB from
@@ -183,8 +184,9 @@ def validate(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------------- one case
-class Trainer:
-    """A case's model, objective and optimiser, and one timed unit of training."""
+class TrainingCase:
+    """One case made ready to train on its fixed batch (model, regulariser, optimiser): ``steps``
+    trains, ``timed_unit`` times one unit of steps. Plain PyTorch steps, no Lightning loop."""
 
     def __init__(self, args: argparse.Namespace, case: Case, device):
         import torch
@@ -309,7 +311,7 @@ def _proc_status_bytes(key: str) -> int:
 def measure_memory(args: argparse.Namespace, case: Case) -> int:
     """Bytes added by training (after building the model): runs in its own fresh process.
 
-    The peak over the same number of steps for every case (``Trainer.memory_steps``).
+    The peak over the same number of steps for every case (``TrainingCase.memory_steps``).
     """
     import gc
 
@@ -317,17 +319,17 @@ def measure_memory(args: argparse.Namespace, case: Case) -> int:
 
     set_threads(args)
     device = resolve_device(args.device)
-    trainer = Trainer(args, case, device)
+    training = TrainingCase(args, case, device)
     gc.collect()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        trainer.steps(trainer.memory_steps())
+        training.steps(training.memory_steps())
         return torch.cuda.max_memory_allocated(device) - base
     # Writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0).
     Path("/proc/self/clear_refs").write_text("5")
     base = _proc_status_bytes("VmRSS")
-    trainer.steps(trainer.memory_steps())
+    training.steps(training.memory_steps())
     return _proc_status_bytes("VmHWM") - base
 
 
@@ -370,18 +372,18 @@ def measure_memory_of(args: argparse.Namespace, cases: list[Case], device) -> di
 
 
 # ------------------------------------------------------------------- eval, loader, profile
-def eval_throughput(args: argparse.Namespace, trainer: Trainer, rounds: int = 3) -> float:
+def eval_throughput(args: argparse.Namespace, training: TrainingCase, rounds: int = 3) -> float:
     """Images/s of inference with merged weights (no noise), the median of ``rounds``."""
     import torch
 
-    model = trainer.model.eval()
+    model = training.model.eval()
     times = []
-    with torch.no_grad(), trainer.autocast():  # Lightning validates under autocast too
+    with torch.no_grad(), training.autocast():  # Lightning validates under autocast too
         for _ in range(rounds + 1):
-            synchronize(trainer.device)
+            synchronize(training.device)
             start = time.perf_counter()
-            model(trainer.x)
-            synchronize(trainer.device)
+            model(training.x)
+            synchronize(training.device)
             times.append(time.perf_counter() - start)
     model.train()
     return args.batch / statistics.median(times[1:])
@@ -424,12 +426,12 @@ def write_profile(args: argparse.Namespace, device, out: Path) -> Path:
     from torch.profiler import ProfilerActivity, profile
 
     adapter, _, mode = args.profile.partition(":")
-    trainer = Trainer(args, Case(adapter, mode or "pace"), device)
-    trainer.unit()
+    training = TrainingCase(args, Case(adapter, mode or "pace"), device)
+    training.unit()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         for _ in range(2):
-            trainer.unit()
+            training.unit()
     path = out / f"profile_{adapter}_{mode}.txt"
     path.write_text(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     return path
@@ -480,31 +482,31 @@ def run(args: argparse.Namespace) -> dict:
         f"{threads} threads, {device}",
         flush=True,
     )
-    trainers = [Trainer(args, case, device) for case in cases]
+    prepared = [TrainingCase(args, case, device) for case in cases]
     phases.done("build")
     times: dict[Case, list[float]] = {case: [] for case in cases}
     for r in range(args.warmup + args.steps):
         # Rotate the order each round so no case always runs right after the same neighbour.
-        order = trainers[r % len(trainers) :] + trainers[: r % len(trainers)]
-        for trainer in order:
+        order = prepared[r % len(prepared) :] + prepared[: r % len(prepared)]
+        for training in order:
             # A timed step right after another case's steps pays for that case's allocations
             # (the heap glibc trimmed or fragmented for it); in a training run a step follows a
             # step of the same model, so the bench times one that does (docs/bench.md).
             for _ in range(args.settle):
-                trainer.unit()
-            seconds = trainer.timed_unit()
+                training.unit()
+            seconds = training.timed_unit()
             if r >= args.warmup:
-                times[trainer.case].append(seconds)
+                times[training.case].append(seconds)
         print(
             f"round {r + 1}/{args.warmup + args.steps}" + (" (warm-up)" if r < args.warmup else ""),
             flush=True,
         )
     phases.done("timed rounds")
     evals = {}
-    for trainer in trainers:
-        if trainer.case.mode == "none" and not trainer.case.grad_norm:
-            evals[trainer.case.adapter] = eval_throughput(args, trainer)
-    del trainers
+    for training in prepared:
+        if training.case.mode == "none" and not training.case.grad_norm:
+            evals[training.case.adapter] = eval_throughput(args, training)
+    del prepared
     phases.done("eval")
     memory = {}
     if args.memory:
@@ -655,6 +657,7 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.measure_memory:
@@ -665,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
     return bench(args)
 
 
-def _bench(args: argparse.Namespace) -> int:
+def bench(args: argparse.Namespace) -> int:
     validate(args)
     out = args.out or Path("logs/bench") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -679,12 +682,6 @@ def _bench(args: argparse.Namespace) -> int:
     (out / "bench.md").write_text(text)
     print("\n" + text + f"\nwritten: {out / 'bench.json'}, {out / 'bench.md'}")
     return 0
-
-
-def bench(args: argparse.Namespace) -> int:
-    from src.cli.entry import report_user_errors
-
-    return report_user_errors(_bench)(args)
 
 
 if __name__ == "__main__":

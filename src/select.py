@@ -117,6 +117,7 @@ def final_command(selection: dict, seeds: str, sweep_dir: Path) -> list[str]:
     ]
 
 
+@report_user_errors
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path, help="sweep folders of tune runs")
@@ -150,4 +151,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    report_user_errors(main)()
+    main()

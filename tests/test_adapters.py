@@ -5,6 +5,8 @@ count has to be written into ``VIT_B_ADAPTER_PARAMS`` (the test names the missin
 """
 
 import copy
+import re
+from pathlib import Path
 
 import pytest
 import timm
@@ -13,6 +15,7 @@ import torch.nn.functional as F
 
 from src.adapters import (
     ADAPTERS,
+    base,
     branch_modules,
     calibrate,
     count_parameters,
@@ -22,7 +25,8 @@ from src.adapters import (
     make_config,
     set_branches_enabled,
 )
-from src.adapters.base import set_trainable
+from src.adapters.base import METHOD_MODULES, set_trainable
+from src.adapters.sites import backbone_architecture
 from src.errors import UserError
 from src.network import load_trainable, save_trainable
 from src.pace import build_regulariser
@@ -247,6 +251,7 @@ SWIN_ROWS = [(n, f) for n, f in ROWS if not n.startswith("vpt_") and f.get("bloc
 
 def test_swin_blocks_are_listed_stage_by_stage():
     model = tiny_swin()
+    assert (backbone_architecture(model), backbone_architecture(tiny_vit())) == ("swin", "vit")
     blocks = iter_blocks(model)
     assert [id(b) for b in blocks] == [id(b) for layer in model.layers for b in layer.blocks]
     assert len(blocks) == 5
@@ -295,7 +300,15 @@ def test_out_of_block_branches_take_the_neighbouring_sigma():
     assert model.blocks[1].norm1.branch_noise.sigma == pytest.approx(0.9)
 
 
-# --- Typed configs --------------------------------------------------------------------------
+# --- Registry and typed configs ---------------------------------------------------------------
+
+
+def test_every_module_that_registers_a_method_is_loaded():
+    """``load_methods`` imports METHOD_MODULES: a method module missing there registers nothing."""
+    decorator = re.compile(r"^@register_adapter\(", re.M)
+    files = Path(base.__file__).parent.glob("*.py")
+    registering = {p.stem for p in files if decorator.search(p.read_text())}
+    assert set(METHOD_MODULES) == registering
 
 
 def test_unknown_field_names_the_method_fields():

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from src import bench
+from src.pace import MODES
+from tests.test_cli import error_line
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -67,7 +69,7 @@ def _table_row(table: str, adapter: str, label: str) -> str:
 def test_bench_writes_json_and_markdown(tmp_path):
     out = tmp_path / "bench"
     assert bench.main([*TINY, "--no-memory", "--plain", "--out", str(out)]) == 0
-    result = check_outputs(out, ["lora_mul_vpt_add", "lora_add"], list(bench.MODES), memory=False)
+    result = check_outputs(out, ["lora_mul_vpt_add", "lora_add"], list(MODES), memory=False)
     labels = [(r["adapter"], r["label"]) for r in result["rows"]]
     assert ("lora_add", "fast (plain)") in labels
     assert ("lora_mul_vpt_add", "none + grad_norm") in labels
@@ -80,15 +82,15 @@ def test_bench_runs_every_mode_under_bf16_autocast(tmp_path):
     out = tmp_path / "bench"
     args = [*TINY, "--precision", "bf16-mixed", "--no-memory", "--no-grad-norm", "--out", str(out)]
     assert bench.main(args) == 0
-    result = check_outputs(out, ["lora_mul_vpt_add", "lora_add"], list(bench.MODES), memory=False)
+    result = check_outputs(out, ["lora_mul_vpt_add", "lora_add"], list(MODES), memory=False)
     assert result["settings"]["precision"] == "bf16-mixed"
     assert "precision bf16-mixed (bfloat16 autocast" in (out / "bench.md").read_text()
-    trainer = bench.Trainer(
+    training = bench.TrainingCase(
         bench.parse_args(args), bench.Case("lora_mul_vpt_add", "pace"), torch.device("cpu")
     )
     logits = []
-    trainer.model.get_classifier().register_forward_hook(lambda m, a, out: logits.append(out))
-    trainer.steps(1)
+    training.model.get_classifier().register_forward_hook(lambda m, a, out: logits.append(out))
+    training.steps(1)
     assert logits[0].dtype == torch.bfloat16
 
 
@@ -104,14 +106,8 @@ def test_bench_runs_every_mode_under_bf16_autocast(tmp_path):
         (["--memory-jobs", "-1"], "--memory-jobs must be >= 0"),
     ],
 )
-def test_bad_options_are_one_line_errors(args, message, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "src.bench", *TINY, *args, "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
-    assert result.stderr.startswith("error: ") and message in result.stderr
+def test_bad_options_are_one_line_errors(args, message, tmp_path, capsys):
+    assert message in error_line(capsys, bench.main, [*TINY, *args, "--out", str(tmp_path)])
 
 
 @pytest.mark.slow
@@ -133,16 +129,16 @@ def test_every_mode_is_measured_over_the_same_steps(monkeypatch):
     # state: every mode runs them, so no mode's peak covers more steps than another's.
     args = bench.parse_args([*TINY, "--interval", "2"])
     counts = {}
-    steps = bench.Trainer.steps
+    steps = bench.TrainingCase.steps
 
-    def counted(trainer, count):
-        counts[trainer.case.mode] = count
-        steps(trainer, count)
+    def counted(training, count):
+        counts[training.case.mode] = count
+        steps(training, count)
 
-    monkeypatch.setattr(bench.Trainer, "steps", counted)
-    for mode in bench.MODES:
+    monkeypatch.setattr(bench.TrainingCase, "steps", counted)
+    for mode in MODES:
         assert isinstance(bench.measure_memory(args, bench.Case("lora_add", mode)), int)
-    assert counts == {mode: 3 for mode in bench.MODES}
+    assert counts == {mode: 3 for mode in MODES}
 
 
 @pytest.mark.parametrize("pinned", [True, False])
@@ -175,7 +171,7 @@ def test_memory_subprocesses_side_by_side_split_the_cores(monkeypatch, cpus, job
     monkeypatch.setattr(bench.subprocess, "run", fake_run)
     monkeypatch.setattr("src.run.threads.allowed_cpus", lambda: cpus)
     args = bench.parse_args([*TINY, "--threads", "0", "--memory-jobs", str(jobs)])
-    cases = [bench.Case("lora_add", m) for m in bench.MODES]
+    cases = [bench.Case("lora_add", m) for m in MODES]
     measured = bench.measure_memory_of(args, cases, torch.device("cpu"))
     assert measured == {c: len(c.mode) for c in cases}  # each result with its own case
     assert seen == [threads] * len(cases)

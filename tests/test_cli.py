@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from src.cli.entry import report_user_errors
 from src.data.synthetic import write_vtab_task
+from src.errors import UserError
 from src.report import main as report_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +34,36 @@ def assert_one_error_line(proc, *fragments):
     assert "Traceback" not in proc.stderr + proc.stdout
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
+
+
+def error_line(capsys, main, argv: list[str]) -> str:
+    """Run a command's ``main`` in-process: it must end with exit status 2 and print exactly one
+    line, ``error: ...``, on stderr. Returns that line without the prefix."""
+    capsys.readouterr()  # what came before is not the command's
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err.removeprefix("error: ").rstrip("\n")
+
+
+def test_the_frame_ends_a_user_error_in_one_line_and_lets_a_bug_through(capsys):
+    @report_user_errors
+    def command(argv):
+        if argv == ["user"]:
+            raise UserError("it failed;\n  pass less")
+        if argv == ["wrapped"]:  # as Hydra's instantiate wraps what a target raises
+            raise RuntimeError("instantiation failed") from UserError("bad value; fix it")
+        if argv == ["bug"]:
+            raise KeyError("a programming error")
+        return 7
+
+    assert command([]) == 7
+    assert error_line(capsys, command, ["user"]) == "it failed; pass less"
+    assert error_line(capsys, command, ["wrapped"]) == "bad value; fix it"
+    with pytest.raises(KeyError):
+        command(["bug"])
 
 
 def test_missing_data_root_is_one_line(tmp_path):
@@ -81,9 +113,7 @@ def test_report_summarises_seeds(tmp_path, capsys):
 
 
 def test_report_without_runs_is_an_error(tmp_path, capsys):
-    with pytest.raises(SystemExit) as stop:
-        report_main([str(tmp_path)])
-    assert stop.value.code == 2 and "error: no results.json" in capsys.readouterr().err
+    assert error_line(capsys, report_main, [str(tmp_path)]).startswith("no results.json")
 
 
 @pytest.mark.parametrize("entry", ["src.train", "src.eval"])

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from src.adapters import adapted_layers
+from src.adapters import branch_modules
 from src.train import build_finetuner
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -73,7 +73,7 @@ def test_sigma_reaches_noise_wrappers_with_the_depth_schedule(compose_cfg):
     model = finetuner.model
     assert len(model.blocks) == 12
     per_block = [
-        {layer.branch_noise.sigma for _, layer in adapted_layers(block)} for block in model.blocks
+        {layer.branch_noise.sigma for _, layer in branch_modules(block)} for block in model.blocks
     ]
     expected = [0.0, 0.5] + [0.5 * (13 - k) / 12 for k in range(2, 12)]
     assert [s.pop() for s in per_block] == pytest.approx(expected)
@@ -86,5 +86,5 @@ def test_sigma_reaches_noise_wrappers_with_the_depth_schedule(compose_cfg):
 
 def test_adapter_group_switches_adapter(compose_cfg):
     cfg = compose_cfg("adapter=lora_add", "backbone=vit_tiny_patch16", "data.img_size=32")
-    layer = next(iter(adapted_layers(build_finetuner(cfg, num_classes=3).model)))[1]
+    layer = next(iter(branch_modules(build_finetuner(cfg, num_classes=3).model)))[1]
     assert type(layer).__name__ == "LoRAAdd"

@@ -9,6 +9,7 @@ from src.data.fewshot import FewShotDataModule
 from src.data.fgvc import FGVCDataModule
 from src.data.synthetic import write_fewshot_task, write_fgvc_task, write_vtab_task
 from src.errors import UserError
+from tests.test_cli import error_line
 
 
 @pytest.fixture
@@ -130,8 +131,8 @@ def test_unknown_fgvc_folder_gets_rename_advice_not_num_classes(root, capsys):
 
 
 def test_missing_root_is_one_error_line(tmp_path, capsys):
-    assert main([str(tmp_path / "nowhere")]) == 2
-    assert capsys.readouterr().err.count("\n") == 1
+    line = error_line(capsys, main, [str(tmp_path / "nowhere")])
+    assert line.startswith(f"data root {tmp_path / 'nowhere'} does not exist; pass the folder")
 
 
 def test_missing_training_lists_are_one_line(root, capsys):

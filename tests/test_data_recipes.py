@@ -12,7 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
-from src.adapters import adapted_layers
+from src.adapters import branch_modules
 from src.data import BENCHMARKS
 from src.data.synthetic import write_vtab_task
 from src.train import train
@@ -138,7 +138,7 @@ def test_recipe_reaches_the_model_and_the_optimiser(compose_cfg, tmp_path):
         "+callbacks.grab._target_=tests.test_data_recipes.Grab",
     )
     train(cfg)
-    layers = dict(adapted_layers(Grab.module.model))
+    layers = dict(branch_modules(Grab.module.model))
     assert layers and {type(layer).__name__ for layer in layers.values()} == {"LoRAAdd"}
     assert {layer.d_w.shape[1] for layer in layers.values()} == {4}
     groups = Grab.optimizer.param_groups

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.adapters import adapted_layers, inject
+from src.adapters import branch_modules, inject
 from src.errors import UserError
 from src.pace import (
     PACE,
@@ -82,7 +82,7 @@ def test_attach_noise_puts_schedule_on_blocks_and_head():
     build_regulariser(model, "pace", sigma=0.8, lam=1.0)
     for k, block in enumerate(model.blocks):
         expected = sigma_schedule(0.8, 4)[k]
-        assert {layer.branch_noise.sigma for _, layer in adapted_layers(block)} == {expected}
+        assert {layer.branch_noise.sigma for _, layer in branch_modules(block)} == {expected}
     assert model.head.branch_noise.sigma == pytest.approx(0.8 / 4)
 
 
@@ -214,7 +214,7 @@ def test_pace_noise_makes_copies_differ_and_gradients_flow():
     model = inject(tiny_vit(), "lora_mul_vpt_add", rank=2)
     regulariser = build_regulariser(model, "pace", sigma=1.0, lam=1.0)
     with torch.no_grad():
-        for _, layer in adapted_layers(model):
+        for _, layer in branch_modules(model):
             layer.d_w.normal_(0, 0.1)
     model.train()
     parts = regulariser(model, torch.randn(4, 3, 32, 32), torch.arange(4), torch.arange(4), 0)

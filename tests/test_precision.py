@@ -27,13 +27,12 @@ import torch
 
 from src.adapters import ADAPTERS, branch_modules, use_fused_paths
 from src.adapters.sparse import set_loss_scale
-from src.pace import build_regulariser
+from src.pace import MODES, build_regulariser
 from src.pace.consistency import FastPACE
 from src.run.precision import precision_problem
 from tests.test_adapters import SMALL, adapted, perturb_trainable, x_batch
 from tests.test_fast_paths import output_and_grads
 
-MODES = ("none", "pace", "lazy", "fast")
 METHODS = [(name, SMALL.get(name, {})) for name in sorted(ADAPTERS)]
 LOSS_RTOL = 0.04
 GRAD_RTOL = 0.08

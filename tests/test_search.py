@@ -16,8 +16,8 @@ from hydra.core.global_hydra import GlobalHydra
 
 import src.adapters  # noqa: F401  (registers the adapter schemas the configs compose)
 from src.data.synthetic import write_vtab_task
-from src.errors import UserError
 from src.select import main as select_main
+from tests.test_cli import error_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,12 +56,12 @@ def test_pace_optuna_searches_sigma_and_lam_with_persistent_storage(tmp_path):
     assert sweeper.storage == f"sqlite:///{sweep_dir}/optuna.db" and sweep_dir.is_dir()
 
 
-def test_select_without_tune_runs_is_a_user_error(tmp_path):
+def test_select_without_tune_runs_is_one_error_line(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "results.json").write_text(json.dumps({"protocol": "final", "metrics": {}}))
-    with pytest.raises(UserError, match="no finished run of the tune protocol"):
-        select_main([str(tmp_path)])
+    line = error_line(capsys, select_main, [str(tmp_path)])
+    assert "no finished run of the tune protocol" in line
 
 
 def _train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.adapters import adapted_layers, inject, iter_blocks
+from src.adapters import branch_modules, inject, iter_blocks
 from src.backbones.text import build_text_backbone, load_tokenizer
 from src.errors import UserError
 from src.pace import PACE, build_regulariser, paired_batch, sigma_schedule
@@ -49,7 +49,7 @@ TEXTS = ["the movie was very good", "a terrible plot and bad actor", "it is grea
 
 def adapted_names(model):
     return sorted(
-        name.split("layer.")[-1].split("layers.")[-1] for name, _ in adapted_layers(model)
+        name.split("layer.")[-1].split("layers.")[-1] for name, _ in branch_modules(model)
     )
 
 
@@ -138,7 +138,7 @@ def test_schedule_by_depth_with_the_head_as_block_L(folders):
     build_regulariser(model, "pace", sigma=0.9, lam=1.0)
     expected = sigma_schedule(0.9, 3)
     for k, block in enumerate(iter_blocks(model)):
-        assert {layer.branch_noise.sigma for _, layer in adapted_layers(block)} == {expected[k]}
+        assert {layer.branch_noise.sigma for _, layer in branch_modules(block)} == {expected[k]}
     assert model.get_classifier().branch_noise.sigma == pytest.approx(0.9 / 3)
 
 
@@ -162,12 +162,12 @@ def test_noise_multiplies_the_branch_only(folders):
 
 def test_merged_equals_unmerged(folders):
     model = inject(encoder(folders, "bert"), "lora_mul_vpt_add", rank=2).eval()
-    for _, layer in adapted_layers(model):
+    for _, layer in branch_modules(model):
         for p in layer.branch_parameters():
             torch.nn.init.normal_(p[1], std=0.05)
     x = batch(folders, "bert", TEXTS)
     merged = model(x)
-    for _, layer in adapted_layers(model):
+    for _, layer in branch_modules(model):
         layer.merge = False
     torch.testing.assert_close(model(x), merged, atol=1e-5, rtol=1e-5)
 
@@ -175,7 +175,7 @@ def test_merged_equals_unmerged(folders):
 def test_pace_consistency_is_exact_on_an_encoder(folders):
     model = inject(encoder(folders), "lora", targets=["query", "value"], rank=2)
     pace = build_regulariser(model, "pace", sigma=0.8, lam=0.3)
-    for _, layer in adapted_layers(model):
+    for _, layer in branch_modules(model):
         torch.nn.init.normal_(layer.lora_b, std=0.1)
     model.train()
     x, y = batch(folders, "roberta", TEXTS), torch.tensor([0, 2, 1])
@@ -245,7 +245,7 @@ def test_pace_on_a_decoder_perturbs_all_blocks_but_the_first(folders):
     assert sigmas[:2] == [0.0, 0.0] and sigmas[2] == pytest.approx(0.6)
     x = batch(folders, "phi3", ["2 + 3 = 5", "4 + 4 = 8"])
     labels = torch.where(x[:, 1].bool(), x[:, 0], IGNORE)
-    for _, layer in adapted_layers(model):
+    for _, layer in branch_modules(model):
         torch.nn.init.normal_(layer.lora_b, std=0.1)
     parts = PACE(0.5, objective=CausalLM())(model.train(), x, labels, torch.arange(2), 0)
     assert parts.consistency > 0 and torch.isfinite(parts.loss)

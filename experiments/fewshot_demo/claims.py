@@ -37,6 +37,7 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout's src
 
+from src.cli.entry import report_user_errors  # noqa: E402
 from src.report import Run, load_runs  # noqa: E402
 
 
@@ -159,6 +160,7 @@ def markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
+@report_user_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path)

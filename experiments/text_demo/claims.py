@@ -27,6 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # the checkout's src
 
+from src.cli.entry import report_user_errors  # noqa: E402
 from src.errors import UserError  # noqa: E402
 from src.report import Run, load_runs  # noqa: E402
 
@@ -132,16 +133,13 @@ def report(folders: list[Path]) -> str:
     return "\n".join(parts)
 
 
+@report_user_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--markdown", type=Path, help="also write the tables here")
     args = parser.parse_args(argv)
-    try:
-        text = report(args.folders)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    text = report(args.folders)
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")

@@ -22,7 +22,6 @@ _LAZY = {
     "ADAPTERS": "base",
     "AdaptedLinear": "base",
     "BranchModule": "base",
-    "adapted_layers": "base",
     "branch_modules": "base",
     "count_parameters": "base",
     "declared_trainable": "base",

@@ -227,8 +227,9 @@ class Method:
 
 
 ADAPTERS: dict[str, Method] = {}
-# The family files, each registering its methods when imported.
-FAMILIES = ("bottleneck", "full", "glora", "lora", "scale_shift", "sparse", "vera", "vpt")
+# The modules of src/adapters/ that define methods (one per family of methods), each registering
+# its methods when imported.
+METHOD_MODULES = ("bottleneck", "full", "glora", "lora", "scale_shift", "sparse", "vera", "vpt")
 
 
 def register_adapter(name: str, config: type[AdapterConfig]):
@@ -247,11 +248,11 @@ def register_adapter(name: str, config: type[AdapterConfig]):
 
 
 def load_methods() -> None:
-    """Import every family file, so that ``ADAPTERS`` holds every method of the project."""
+    """Import every method module, so that ``ADAPTERS`` holds every method of the project."""
     import importlib
 
-    for family in FAMILIES:
-        importlib.import_module(f"src.adapters.{family}")
+    for module in METHOD_MODULES:
+        importlib.import_module(f"src.adapters.{module}")
 
 
 def make_config(adapter: str | Mapping | AdapterConfig, **overrides) -> AdapterConfig:
@@ -288,10 +289,6 @@ def branch_modules(model: nn.Module) -> Iterator[tuple[str, BranchModule]]:
     for name, module in model.named_modules():
         if isinstance(module, BranchModule):
             yield name, module
-
-
-# The name the PACE code and older tests use; every branch module is an "adapted layer".
-adapted_layers = branch_modules
 
 
 def head_parameter_names(model: nn.Module) -> set[str]:

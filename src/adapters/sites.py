@@ -34,8 +34,10 @@ from src.errors import UserError
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("vit", "swin", "encoder", "decoder")
-TEXT_FAMILIES = ("encoder", "decoder")
+# The architectures whose blocks and sites this module knows: timm's ViT and Swin, and the two
+# transformers layouts (``backbone.family`` of a text backbone, src/backbones/text.py).
+TEXT_ARCHITECTURES = ("encoder", "decoder")
+ARCHITECTURES = ("vit", "swin", *TEXT_ARCHITECTURES)
 
 # What the ViT role names (BLOCK_LINEARS) are in each text block layout; a layout is recognised by
 # the first name of its "attn.qkv" entry being a module of the block.
@@ -74,7 +76,7 @@ VISION_ONLY = {
 def check_method_fits(model: nn.Module, name: str) -> None:
     """Refuse, in one line, a method whose sites a text backbone does not have."""
     family = getattr(model, "text_family", None)
-    if family in TEXT_FAMILIES and name in VISION_ONLY:
+    if family in TEXT_ARCHITECTURES and name in VISION_ONLY:
         raise UserError(
             f"adapter '{name}' does not apply to a transformers {family} backbone: "
             f"{VISION_ONLY[name]}; use a method on linear layers (lora, lora_add, "
@@ -90,10 +92,11 @@ def text_blocks(model: nn.Module) -> list[nn.Module]:
     return list(base.layers)
 
 
-def backbone_family(model: nn.Module) -> str:
-    family = getattr(model, "text_family", None)
-    if family in TEXT_FAMILIES:
-        return family
+def backbone_architecture(model: nn.Module) -> str:
+    """Which of ``ARCHITECTURES`` ``model`` is, from the modules it holds."""
+    text_family = getattr(model, "text_family", None)
+    if text_family in TEXT_ARCHITECTURES:
+        return text_family
     blocks = getattr(model, "blocks", None)
     if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) > 0:
         return "vit"
@@ -110,10 +113,10 @@ def backbone_family(model: nn.Module) -> str:
 
 def iter_blocks(model: nn.Module) -> list[nn.Module]:
     """The transformer blocks of ``model`` in depth order."""
-    family = backbone_family(model)
-    if family in TEXT_FAMILIES:
+    architecture = backbone_architecture(model)
+    if architecture in TEXT_ARCHITECTURES:
         return text_blocks(model)
-    if family == "vit":
+    if architecture == "vit":
         return list(model.blocks)
     return [block for layer in model.layers for block in layer.blocks]
 
@@ -161,7 +164,8 @@ def text_layout(block: nn.Module) -> str | None:
 
 def translate_targets(model: nn.Module, targets: list[str]) -> list[str]:
     """ViT role names -> the text block's own linears; other names unchanged."""
-    if backbone_family(model) not in TEXT_FAMILIES or not set(targets) & set(BLOCK_LINEARS):
+    is_text = backbone_architecture(model) in TEXT_ARCHITECTURES
+    if not is_text or not set(targets) & set(BLOCK_LINEARS):
         return targets
     layout = text_layout(iter_blocks(model)[0])
     if layout is None:
@@ -203,7 +207,7 @@ BLOCK_EXAMPLE = "[attn.qkv, attn.proj, mlp.fc1, mlp.fc2]"
 
 def block_example(model: nn.Module) -> str:
     """Target names to suggest for this model's blocks."""
-    if backbone_family(model) in TEXT_FAMILIES:
+    if backbone_architecture(model) in TEXT_ARCHITECTURES:
         layout = text_layout(iter_blocks(model)[0])
         if layout is not None:
             names = [n for role in TEXT_ROLES[layout].values() for n in role]

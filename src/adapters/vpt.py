@@ -21,7 +21,7 @@ from torch import nn
 
 from src.adapters.base import BranchModule, register_adapter
 from src.adapters.schemas import VPTConfig
-from src.adapters.sites import backbone_family, replace_module, selected_blocks
+from src.adapters.sites import backbone_architecture, replace_module, selected_blocks
 from src.errors import UserError
 
 
@@ -56,7 +56,7 @@ class PromptedBlock(BranchModule):
 
     @classmethod
     def install(cls, model: nn.Module, config: VPTConfig) -> None:
-        if backbone_family(model) != "vit":
+        if backbone_architecture(model) != "vit":
             raise UserError(
                 f"adapter '{config.name}' needs a ViT-style backbone (model.blocks); "
                 f"{type(model).__name__} is not one"

@@ -13,8 +13,10 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -46,22 +48,41 @@ def find_user_error(err: BaseException) -> UserError | None:
     return None
 
 
+# Exit status of a command stopped by a mistake the user can fix: argparse's own for a bad
+# command line, so a shell sees one status for every kind of bad input.
+EXIT_USER_ERROR = 2
+
+
+def fail(line: str) -> NoReturn:
+    """End the command on a mistake the user can fix: ``error: <line>`` on stderr, status 2."""
+    print(f"error: {line}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
+@contextmanager
+def one_line_errors(config_name: str = "train") -> Iterator[None]:
+    """The frame of every command: inside it a :class:`UserError` (or a mistake Hydra reports
+    for ``config_name``) ends the command through :func:`fail`, a :class:`RunInterrupted` with
+    ``interrupted: …`` and its signal's status; a programming error keeps its traceback."""
+    try:
+        yield
+    except RunInterrupted as stop:
+        print(f"interrupted: {stop}", file=sys.stderr)
+        sys.exit(stop.exit_status)
+    except Exception as err:
+        line = one_line_error(err, config_name)
+        if line is None:
+            raise
+        fail(line)
+
+
 def report_user_errors(fn):
-    """A :class:`UserError` becomes one ``error: …`` line and exit status 2; Ctrl-C exits 130."""
+    """``fn`` run inside :func:`one_line_errors`: the decorator of every command's ``main``."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
+        with one_line_errors():
             return fn(*args, **kwargs)
-        except RunInterrupted as stop:
-            print(f"interrupted: {stop}", file=sys.stderr)
-            sys.exit(stop.exit_status)
-        except Exception as err:
-            line = one_line_error(err)
-            if line is None:
-                raise
-            print(f"error: {line}", file=sys.stderr)
-            sys.exit(2)
 
     return wrapper
 
@@ -89,22 +110,17 @@ def run_entry(hydra_main, config_name: str) -> None:
 
     explain_srun_once()
     entry_started()  # a signal now unwinds the launch (its folder is forgotten) to here
-    try:
-        hydra_main()
-    except (StopRequested, KeyboardInterrupt) as stop:  # while Hydra composes, before main
-        signum = getattr(stop, "signum", signal.SIGINT)
-        print(f"interrupted: {describe_early_stop(signum, None, None)}", file=sys.stderr)
-        sys.exit(128 + signum)
-    except BrokenPipeError:
-        # The reader went away (`--help | head`): quiet, with the status a shell gives SIGPIPE.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(141)
-    except Exception as err:
-        line = one_line_error(err, config_name)
-        if line is None:
-            raise
-        print(f"error: {line}", file=sys.stderr)
-        sys.exit(2)
+    with one_line_errors(config_name):
+        try:
+            hydra_main()
+        except (StopRequested, KeyboardInterrupt) as stop:  # while Hydra composes, before main
+            signum = getattr(stop, "signum", signal.SIGINT)
+            print(f"interrupted: {describe_early_stop(signum, None, None)}", file=sys.stderr)
+            sys.exit(128 + signum)
+        except BrokenPipeError:
+            # The reader went away (`--help | head`): quiet, with the status a shell gives SIGPIPE.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
 
 
 # Hydra's flags that take no value: argparse accepts them only before the overrides.

@@ -10,7 +10,8 @@ it prints the sample count and the classes covered, checks that every listed ima
 decodes a random sample of them; it flags repeated lines and k-shot lists without k images per
 class. Folders no task reads are named with what would make them load. Every problem comes with
 its fix. Exit status: 0 when every task found is usable, 1 when one is present but defective
-(absent benchmarks and tasks are listed, not failed).
+(absent benchmarks and tasks are listed, not failed), 2 with one ``error:`` line when the root
+itself is missing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from src.cli.entry import report_user_errors
 from src.data import BENCHMARKS
 from src.data.base import BenchmarkDataModule
 from src.data.images import decode_image
@@ -307,6 +309,7 @@ def check_root(
     return lines + text_lines, healthy and text_healthy
 
 
+@report_user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", nargs="?", type=Path, help="data root (default: data/)")
@@ -324,12 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(os.environ.get("PROJECT_ROOT", ".")) / "data"
     if not root.is_dir():
         folders = sorted({f"{c}/" for cs in CONTAINERS.values() for c in cs})
-        print(
-            f"error: data root {root} does not exist; pass the folder holding "
-            f"{', '.join(folders)} or the task folders themselves",
-            file=sys.stderr,
+        raise UserError(
+            f"data root {root} does not exist; pass the folder holding "
+            f"{', '.join(folders)} or the task folders themselves"
         )
-        return 2
     lines, healthy = check_root(root, args.benchmark, args.sample)
     print("\n".join(lines))
     return 0 if healthy else 1

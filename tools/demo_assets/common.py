@@ -1,6 +1,7 @@
-"""What the asset builders share: outputs written beside their target and renamed into place,
-their common options (source, ``--out``, ``--force``), and the command-line frame that turns a
-:class:`~src.errors.UserError` into one ``error:`` line.
+"""What the asset builders share: outputs written beside their target and renamed into place, and
+their common options (source, ``--out``, ``--force``). Their ``main`` ends a
+:class:`~src.errors.UserError` in one ``error:`` line with every command's frame,
+:func:`src.cli.entry.report_user_errors`.
 """
 
 from __future__ import annotations
@@ -8,12 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from src.errors import UserError
 
 
 @contextmanager
@@ -70,18 +68,3 @@ def asset_parser(
             "--force", action="store_true", help="rebuild the output even if it is complete"
         )
     return parser
-
-
-def run_command(
-    parser: argparse.ArgumentParser,
-    argv: list[str] | None,
-    build: Callable[[argparse.Namespace], None],
-) -> int:
-    """Parse ``argv`` and run ``build``: 0 on success, 2 with one ``error:`` line on a UserError."""
-    args = parser.parse_args(argv)
-    try:
-        build(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0

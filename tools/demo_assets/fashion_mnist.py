@@ -19,15 +19,15 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from src.cli.entry import report_user_errors
 from src.errors import UserError
-from tools.demo_assets.common import asset_parser, atomic_output, run_command
+from tools.demo_assets.common import asset_parser, atomic_output
 
 DEFAULT_SOURCE = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_OUT = Path("data/vtab-1k/fashion_mnist")
@@ -244,7 +244,8 @@ def prepare(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+@report_user_errors
+def main(argv: list[str] | None = None) -> None:
     source_help = "folder with the Fashion-MNIST IDX files (.gz or raw)"
     p = asset_parser(__doc__, "--source", DEFAULT_SOURCE, source_help, DEFAULT_OUT)
     p.add_argument("--seed", type=int, default=0)
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     # The list files keep their VTAB names; other sizes are for tests and quick experiments.
     p.add_argument("--n-train", type=int, default=800, help="train800 size (class-balanced)")
     p.add_argument("--n-val", type=int, default=200, help="val200 size (class-balanced)")
-    return run_command(p, argv, _build)
+    _build(p.parse_args(argv))
 
 
 def _build(a: argparse.Namespace) -> None:
@@ -269,4 +270,4 @@ def _build(a: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

