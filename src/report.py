@@ -4,9 +4,10 @@
     python -m src.report logs/vtab --markdown vtab.md --csv vtab.csv
 
 Reads every ``results.json`` (and the run's resolved ``config.yaml``) below the given folders.
-Runs are grouped by their whole resolved config except the seed, the few-shot split seed and
-paths, so runs differing in anything else (backbone, epochs, batch or image size, rank …) are
-never averaged as if they were seeds. Per benchmark:
+Runs are grouped by the keys of their resolved config that decide the result
+(``src/run/keys.py``): seeds and few-shot draws are averaged over, paths, loggers, workers and
+threads are left out, and runs differing in anything else (backbone, epochs, batch or image size,
+rank, devices …) are never averaged as if they were seeds. Per benchmark:
 
 - VTAB-1k: the 19 tasks, the three group means, the mean of the group means (the PACE, GLoRA
   and NOAH papers' "Mean Acc.") and the mean of the 19 tasks (V-PETL Bench's) — both labelled;
@@ -47,37 +48,10 @@ from src.data.tables import (
 )
 from src.errors import UserError
 from src.paper_setup import task_recipe
+from src.run.keys import key_role
 from src.run.loggers import flatten as flatten_config
 from src.text.report_tables import TEXT_BUILDERS, TEXT_DATAMODULES, text_scores
 
-# Keys that do not change what a run computes (or are averaged over, like seeds).
-# An entry matches the key itself and everything below it; entries ending in "_" are prefixes.
-NOT_CONFIG = (
-    "seed",
-    "data.split_seed",
-    "paths",
-    "data.root",
-    "data.cache_dir",
-    "data.cache_limit_gb",
-    "data.num_workers",
-    "data.pin_memory",
-    "data.decode_threads",
-    "logger",
-    "callbacks",
-    "hydra",
-    "ckpt_path",
-    "tags",
-    "task_name",
-    "paper_setup",  # a label: the departures it finds are config keys of their own
-    "train",
-    "test",
-    "optimized_metric",
-    "diagnostics",
-    "trainer.default_root_dir",
-    "trainer.log_every_n_steps",
-    "trainer.enable_",
-    "backbone.img_size",  # = data.img_size
-)
 # What a VTAB column / a few-shot column is, rather than part of a row's configuration.
 COLUMN_KEYS = ("data.task", "data.num_classes", "data.shots")
 
@@ -97,13 +71,6 @@ PAPER_DOMAIN = {"baseline": {"mean": 44.8}, "+PACE": {
     "imagenet": 79.0, "v2": 69.4, "sketch": 31.8, "a": 16.3, "r": 35.2, "mean": 46.3}}  # fmt: skip
 
 
-def _ignored(key: str) -> bool:
-    return any(
-        key == p or key.startswith(p + ".") or (p.endswith("_") and key.startswith(p))
-        for p in NOT_CONFIG
-    )
-
-
 def flatten(tree: dict) -> dict:
     """Dotted keys as for the loggers, with lists as tuples so that a config can be a row key."""
     return {k: tuple(v) if isinstance(v, list) else v for k, v in flatten_config(tree).items()}
@@ -113,7 +80,7 @@ def flatten(tree: dict) -> dict:
 class Run:
     folder: Path
     results: dict
-    config: dict  # flat resolved config, minus what is not configuration
+    config: dict  # flat resolved config: the keys that name its setting (src/run/keys.py)
 
     @property
     def benchmark(self) -> str:
@@ -161,7 +128,7 @@ def _config_of(folder: Path, results: dict) -> dict:
     if flat.get("pace.mode") == "none":  # σ, λ do nothing without PACE
         unused = ("sigma", "lam", "pace.sigma", "pace.lam")
         flat = {k: v for k, v in flat.items() if k not in unused}
-    return fold_recipe({k: v for k, v in flat.items() if not _ignored(k)})
+    return fold_recipe({k: v for k, v in flat.items() if key_role(k).names_the_setting})
 
 
 def weights_identity(configured, results: dict) -> str:
