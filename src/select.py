@@ -29,8 +29,8 @@ import yaml
 
 from src.cli.entry import report_user_errors
 from src.errors import UserError
-from src.report import load_runs
 from src.run.keys import KeyRole, key_role
+from src.runs import load_runs
 
 # The final command sets these itself (data.protocol=final, seed=<--seeds>): the search's go.
 _SET_BY_FINAL = ("data.protocol", "seed")

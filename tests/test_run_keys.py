@@ -16,10 +16,11 @@ from omegaconf import OmegaConf
 
 import src
 from src.errors import UserError
-from src.report import build_tables, load_runs
+from src.report import build_tables
 from src.run.folder import prepare_run_folder
 from src.run.keys import ROLES, KeyRole, key_role, matching_entry
 from src.run.loggers import flatten, run_config
+from src.runs import load_runs
 from tests.test_report import write_run
 
 CONF = src.CONF_DIR

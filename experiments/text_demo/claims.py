@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # the checkout's src
 
 from src.errors import UserError  # noqa: E402
-from src.report import Run, load_runs  # noqa: E402
+from src.runs import Run, load_runs  # noqa: E402
 
 
 def _fewshot_claims():

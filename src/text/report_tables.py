@@ -31,7 +31,8 @@ def text_scores(benchmark: str, task: str, protocol: str, metrics: dict) -> dict
 
 
 def glue_table(runs, protocol: str):
-    from src.report import Table, _cells, _mean, _num, _records, labels_for
+    from src.report import Table, _cells, _mean, _num, _records
+    from src.runs import labels_for
 
     cells = _cells(runs, lambda run: {run.task: run.scores()["acc"]} if run.scores() else {})
     labels = labels_for(list(cells))
@@ -54,7 +55,8 @@ def glue_table(runs, protocol: str):
 
 
 def gsm8k_table(runs, protocol: str):
-    from src.report import Table, _cells, _records, labels_for
+    from src.report import Table, _cells, _records
+    from src.runs import labels_for
 
     cells = _cells(runs, lambda run: {"exact match %": run.scores()["acc"]} if run.scores() else {})
     labels = labels_for(list(cells))
