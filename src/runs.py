@@ -20,12 +20,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from src import CONF_DIR
-from src.data.tables import DATAMODULES, VTAB_TASKS
+from src.data import TEXT_DATAMODULES, benchmark_of
+from src.data.tables import VTAB_TASKS
 from src.errors import UserError
 from src.paper_setup import task_recipe
 from src.run.keys import key_role
 from src.run.loggers import flatten as flatten_config
-from src.text.report_tables import TEXT_DATAMODULES, text_scores
+from src.text.report_tables import text_scores
 
 # What a VTAB column / a few-shot column is, rather than part of a row's configuration.
 COLUMN_KEYS = ("data.task", "data.num_classes", "data.shots")
@@ -44,9 +45,7 @@ class Run:
 
     @property
     def benchmark(self) -> str:
-        target = str(self.config.get("data._target_", "")).rsplit(".", 1)[-1]
-        modules = {**DATAMODULES, **TEXT_DATAMODULES}
-        name = {v: k for k, v in modules.items()}.get(target, "other")
+        name = benchmark_of(str(self.config.get("data._target_", ""))) or "other"
         return "other" if name == "vtab" and self.task not in VTAB_TASKS else name
 
     @property

@@ -8,8 +8,9 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
+from src.data import DATAMODULES
 from src.data.tables import VTAB_TASKS
-from src.report import PAPER_VTAB, build_tables, main, render
+from src.report import BUILDERS, PAPER_VTAB, build_tables, main, render
 from src.runs import labels_for, load_runs
 
 TARGETS = {
@@ -18,6 +19,10 @@ TARGETS = {
     "fewshot": "src.data.FewShotDataModule",
     "domain": "src.data.DomainDataModule",
 }
+
+
+def test_every_benchmark_has_its_table():
+    assert set(BUILDERS) == {*DATAMODULES, "other"}
 
 
 def write_run(

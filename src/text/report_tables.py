@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from src.text.tasks import main_metric
 
-# datamodule class -> benchmark name (the image ones are in src.data.tables.DATAMODULES)
-TEXT_DATAMODULES = {"glue": "GLUEDataModule", "gsm8k": "GSM8KDataModule"}
 GLUE_COLUMNS = ["cola", "stsb", "mrpc", "rte", "qnli", "sst2"]
 # Ni et al., PACE (NeurIPS 2024), Table 5 (RoBERTa-base) and Table 6 (Phi-3-mini).
 PAPER_GLUE = {
@@ -74,6 +72,3 @@ def gsm8k_table(runs, protocol: str):
         f"generation, on {where}, mean ± std over seeds"
     )
     return Table(title, ["exact match %"], rows, records)
-
-
-TEXT_BUILDERS = {"glue": glue_table, "gsm8k": gsm8k_table}
