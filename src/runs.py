@@ -104,10 +104,16 @@ def weights_identity(configured, results: dict) -> str:
 
 @functools.cache
 def recipe_presets() -> dict[str, dict]:
-    """conf/recipe/<name>.yaml as {name: {"recipe.<switch>": value}}."""
+    """conf/recipe/<name>.yaml as {name: {"recipe.<switch>": value}}, the switches that name a
+    setting only (a run's config has no others: ``recipe.grad_norm_every`` is a diagnostic's)."""
+    presets = {
+        path.stem: OmegaConf.load(path) for path in sorted((CONF_DIR / "recipe").glob("*.yaml"))
+    }
     return {
-        path.stem: {f"recipe.{k}": v for k, v in OmegaConf.load(path).items()}
-        for path in sorted((CONF_DIR / "recipe").glob("*.yaml"))
+        name: {
+            f"recipe.{k}": v for k, v in preset.items() if key_role(f"recipe.{k}").names_the_setting
+        }
+        for name, preset in presets.items()
     }
 
 
