@@ -1,4 +1,4 @@
-"""Plots from run folders, grouped like src.report (whole config minus seeds and paths).
+"""Plots from run folders, one line per setting as src.report groups them (src/runs.py).
 
     python -m src.plots logs/demo/final --out diagnostics.png        # the paper's diagnostics
     python -m src.plots logs/demo/tune --heatmap sweep.png           # σ x λ from a tune sweep
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from src.cli.entry import report_user_errors
 from src.errors import UserError
-from src.report import Run, labels_for, load_runs
+from src.runs import Run, labels_for, load_runs
 
 METRICS = ("train/grad_norm", "val/fp_distance", "train/acc")
 LOG_SCALE = ("train/grad_norm", "val/fp_distance")

@@ -6,10 +6,12 @@
 
 Tune on val, retrain on train+val with the chosen setting over several seeds: reads every
 ``results.json`` of the ``tune`` protocol below the given folders (a grid, an Optuna search, or
-both), groups the runs by task and method (PACE mode + adapter), averages ``val/acc`` over seeds
-and picks the best setting of each group. The choice is written as YAML (``selected.yaml`` in
-the first folder by default) with, for each group, the command that trains it on the ``final``
-protocol (train800val200 → test) with every seed, through the launcher the search used, into
+both), groups the runs by task and method (PACE mode + adapter), averages ``val/acc`` over the
+runs of one setting (the overrides that decide the result, ``src/run/keys.py``: seeds, few-shot
+draws and plumbing are not part of it) and picks the best setting of each group. The choice is
+written as YAML (``selected.yaml`` in the first folder by default) with, for each group, the
+command that trains it on the ``final`` protocol (train800val200 → test) with every seed (and
+every draw the search used), through the launcher the search used, into
 ``<first folder>/final/<task>_<method>/``. ``python -m src.report`` then tabulates those runs.
 """
 
@@ -27,10 +29,11 @@ import yaml
 
 from src.cli.entry import report_user_errors
 from src.errors import UserError
-from src.report import load_runs
+from src.run.keys import KeyRole, key_role
+from src.runs import load_runs
 
-# Overrides that belong to the search, not to the setting being selected.
-_SEARCH_ONLY = ("hparams_search", "data.protocol", "seed", "optimized_metric")
+# The final command sets these itself (data.protocol=final, seed=<--seeds>): the search's go.
+_SET_BY_FINAL = ("data.protocol", "seed")
 # Hydra overrides that the final runs take over from the search (the launcher and its options).
 _LAUNCHER_PREFIXES = ("hydra/launcher=", "hydra.launcher.")
 
@@ -72,9 +75,10 @@ def select_best(runs: list[dict]) -> list[dict]:
         for run in members:
             run["task_overrides"], run["launcher_overrides"] = _read_overrides(Path(run["run_dir"]))
             run["setting"] = {
-                k: v for k, v in map(_split, run["task_overrides"]) if k not in _SEARCH_ONLY
+                k: v for k, v in map(_split, run["task_overrides"]) if key_role(k).names_the_setting
             }
-        # Runs that differ only in their seed are one setting: compare settings by their mean.
+        # Runs that differ only in their seed, draw or plumbing are one setting: compare
+        # settings by their mean.
         by_setting: dict[str, list[dict]] = defaultdict(list)
         for run in members:
             by_setting[yaml.safe_dump(run["setting"], sort_keys=True)].append(run)
@@ -88,7 +92,7 @@ def select_best(runs: list[dict]) -> list[dict]:
             {k for r in members for k, v in r["setting"].items()
              if any(o["setting"].get(k) != v for o in members)}
         )  # fmt: skip
-        overrides = [o for o in best["task_overrides"] if _split(o)[0] not in _SEARCH_ONLY]
+        overrides = final_overrides(by_setting[best_key])
         selections.append(
             {
                 "task": task,
@@ -103,6 +107,27 @@ def select_best(runs: list[dict]) -> list[dict]:
             }
         )
     return selections
+
+
+def final_overrides(setting_runs: list[dict]) -> list[str]:
+    """The chosen setting's overrides for its final runs: what decides the result and the
+    plumbing (logger, data.root ...) as the search ran them, without the search's own keys. A
+    replicate the final command does not set (``data.split_seed``) takes every value the
+    setting was measured with."""
+    kept, replicates = [], defaultdict(list)
+    for run in setting_runs:
+        for override in run["task_overrides"]:
+            name, _, value = override.partition("=")
+            key = _split(override)[0]
+            role = key_role(key)
+            if key in _SET_BY_FINAL or role is KeyRole.SEARCH:
+                continue
+            if role is KeyRole.REPLICATE:
+                if value not in replicates[name]:
+                    replicates[name].append(value)
+            elif run is setting_runs[0]:
+                kept.append(override)
+    return kept + [f"{name}={','.join(values)}" for name, values in replicates.items()]
 
 
 def final_command(selection: dict, seeds: str, sweep_dir: Path) -> list[str]:

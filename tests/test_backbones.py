@@ -518,7 +518,8 @@ def test_paper_command_offline_without_weights_is_one_error_line(tmp_path):
 
 
 def test_runs_record_their_weights_and_the_report_keeps_them_apart(tmp_path, two_blocks, capsys):
-    from src.report import build_tables, load_runs
+    from src.report import build_tables
+    from src.runs import load_runs
     from src.train import train
     from tests.conftest import compose_config
 

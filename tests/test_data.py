@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import get_class
+from omegaconf import OmegaConf
 from torch.utils.data import SequentialSampler
 
-from src.data import VTAB_GROUPS, VTAB_TASKS, VTABDataModule
+import src.data
+from src.data import DATAMODULES, VTAB_GROUPS, VTAB_TASKS, VTABDataModule, benchmark_of
 from src.data import images as images_module
 from src.data.base import EpochShuffle
 from src.data.images import decode_image
@@ -18,6 +24,7 @@ from src.data.synthetic import write_vtab_task
 from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalise
 from src.errors import UserError
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
 N_TRAIN, N_VAL, N_TEST, SIZE, CLASSES = 32, 16, 24, 32, 4
 
 
@@ -40,6 +47,29 @@ def list_labels(task_dir: Path, split: str) -> list[int]:
 def collect(loader):
     images, labels, indices = zip(*loader, strict=True)
     return torch.cat(images), torch.cat(labels), torch.cat(indices)
+
+
+# ----------------------------------------------------------------------------- the benchmarks
+def test_the_benchmark_list_names_each_datamodule_and_its_config():
+    classes = set()
+    for name, path in DATAMODULES.items():
+        module, class_name = path.rsplit(".", 1)
+        cls = getattr(importlib.import_module(f"src.data.{module}"), class_name)
+        assert cls.benchmark == name and getattr(src.data, class_name) is cls
+        assert benchmark_of(f"src.data.{path}") == benchmark_of(f"src.data.{class_name}") == name
+        assert get_class(OmegaConf.load(CONF / "data" / f"{name}.yaml")._target_) is cls
+        classes.add(cls)
+    assert set(src.data.BENCHMARKS.values()) == {
+        cls for cls in classes if issubclass(cls, src.data.BenchmarkDataModule)
+    }
+    assert benchmark_of("src.data.synthetic.SomethingElse") is None
+
+
+def test_importing_the_data_package_and_the_report_loads_no_torch():
+    code = "import sys, src.data, src.data.tables, src.report; print(*sorted(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "src.data.tables" in out.stdout.split()
+    assert {"torch", "lightning", "src.data.base"} & set(out.stdout.split()) == set()
 
 
 # ------------------------------------------------------------------------------- task tables

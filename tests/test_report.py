@@ -8,8 +8,10 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
+from src.data import DATAMODULES
 from src.data.tables import VTAB_TASKS
-from src.report import PAPER_VTAB, build_tables, load_runs, main, render
+from src.report import BUILDERS, PAPER_VTAB, build_tables, main, render
+from src.runs import labels_for, load_runs
 
 TARGETS = {
     "vtab": "src.data.VTABDataModule",
@@ -17,6 +19,10 @@ TARGETS = {
     "fewshot": "src.data.FewShotDataModule",
     "domain": "src.data.DomainDataModule",
 }
+
+
+def test_every_benchmark_has_its_table():
+    assert set(BUILDERS) == {*DATAMODULES, "other"}
 
 
 def write_run(
@@ -230,8 +236,6 @@ def test_no_runs_is_an_error(tmp_path, capsys):
 
 
 def test_pace_only_keys_do_not_label_the_baseline():
-    from src.report import labels_for
-
     pace_keys = (("pace.noise_shape", "channel"), ("pace.schedule", "vit"), ("sigma", 1.5))
     baseline = (("optim.lr", 0.005), ("pace.mode", "none"))
     pace = (("optim.lr", 0.005), ("pace.lam", 1.0), ("pace.mode", "pace"), ("pace.sigma", 1.5),

@@ -17,6 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 import src.adapters  # noqa: F401  (registers the adapter schemas the configs compose)
 from src.data.synthetic import write_vtab_task
 from src.select import main as select_main
+from src.select import select_best
 from tests.test_cli import error_line
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +63,34 @@ def test_select_without_tune_runs_is_one_error_line(tmp_path, capsys):
     (run / "results.json").write_text(json.dumps({"protocol": "final", "metrics": {}}))
     line = error_line(capsys, select_main, [str(tmp_path)])
     assert "no finished run of the tune protocol" in line
+
+
+def tune_run(folder: Path, acc: float, *overrides: str) -> dict:
+    """A finished tune run as select reads it: results.json and Hydra's record of the overrides."""
+    (folder / ".hydra").mkdir(parents=True)
+    hydra = {"overrides": {"task": list(overrides), "hydra": []},
+             "runtime": {"choices": {"hydra/launcher": "basic"}}}  # fmt: skip
+    (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+    return {"protocol": "tune", "metrics": {"val/acc": acc}, "task": "toy", "pace": "pace",
+            "adapter": "lora", "run_dir": str(folder)}  # fmt: skip
+
+
+def test_a_setting_is_averaged_over_seeds_draws_and_plumbing(tmp_path):
+    runs = []
+    # σ=0.1 has the single best run, σ=0.5 the best mean over its seeds and few-shot draws.
+    for sigma, accs in ((0.1, (0.9, 0.1)), (0.5, (0.7, 0.7))):
+        for seed, acc in enumerate(accs):
+            overrides = ("hparams_search=pace_grid", "data.task=toy", f"sigma={sigma}", "lam=1",
+                         f"seed={seed}", f"data.split_seed={seed}", f"data.num_workers={seed}",
+                         "logger=tensorboard", "data.protocol=tune")  # fmt: skip
+            runs.append(tune_run(tmp_path / f"{sigma}_{seed}", acc, *overrides))
+    (selection,) = select_best(runs)
+    assert selection["candidates"] == 2 and selection["seeds"] == 2
+    assert selection["chosen"] == {"sigma": "0.5"} and selection["val_acc"] == pytest.approx(0.7)
+    # The final runs: the setting and the plumbing as searched, every draw the setting was
+    # measured on; not the search's own keys, nor the protocol and seeds the command sets.
+    assert selection["overrides"] == ["data.task=toy", "sigma=0.5", "lam=1", "data.num_workers=0",
+                                      "logger=tensorboard", "data.split_seed=0,1"]  # fmt: skip
 
 
 def _train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:

@@ -38,7 +38,7 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout's src
 
 from src.cli.entry import report_user_errors  # noqa: E402
-from src.report import Run, load_runs  # noqa: E402
+from src.runs import Run, load_runs  # noqa: E402
 
 
 def curve(run: Run, metric: str) -> dict[int, float]:

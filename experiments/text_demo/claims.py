@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parents[1]))  # the checkout's src
 
 from src.cli.entry import report_user_errors  # noqa: E402
 from src.errors import UserError  # noqa: E402
-from src.report import Run, load_runs  # noqa: E402
+from src.runs import Run, load_runs  # noqa: E402
 
 
 def _fewshot_claims():

@@ -1,10 +1,11 @@
-"""Benchmark datamodules (one subclass of :class:`BenchmarkDataModule` per benchmark).
+"""Benchmark datamodules (one subclass of :class:`BenchmarkDataModule` per image benchmark).
 
 The protocol the rest of the project relies on: ``num_classes``, ``task``, ``protocol``,
 ``train_size``, ``describe()`` (the start-up line), ``test_set_names`` and ``class_subsets``
 (several test sets log ``test/acc/<name>``), and batches ``(image, label, index)``.
 
-Names are imported on first use, so ``src.data.tables`` stays free of torch and Lightning.
+Classes are imported on first use: importing ``src.data`` (every ``src.data.<module>`` import
+runs this file first, ``src.data.tables`` for src.report too) stays free of torch and Lightning.
 """
 
 from __future__ import annotations
@@ -13,21 +14,51 @@ import importlib
 
 from src.data.tables import FEWSHOT_TASKS, FGVC_TASKS, VTAB_GROUPS, VTAB_TASKS
 
-_LAZY = {
-    "BenchmarkDataModule": "src.data.base",
-    "VTABDataModule": "src.data.vtab",
-    "FGVCDataModule": "src.data.fgvc",
-    "FewShotDataModule": "src.data.fewshot",
-    "DomainDataModule": "src.data.domain",
+# Every benchmark, the one list: its name -> its datamodule, "<module>.<Class>" under src/data/.
+# The name is what results, reports (src.report's tables) and conf/data/<name>.yaml call the
+# benchmark; the class's `benchmark` attribute says it again (tests/test_data.py holds the two
+# together). The text ones build on src.data.text_tokens.TextDataModule, not BenchmarkDataModule.
+IMAGE_DATAMODULES = {
+    "vtab": "vtab.VTABDataModule",
+    "fgvc": "fgvc.FGVCDataModule",
+    "fewshot": "fewshot.FewShotDataModule",
+    "domain": "domain.DomainDataModule",
+}
+TEXT_DATAMODULES = {
+    "glue": "glue.GLUEDataModule",
+    "gsm8k": "gsm8k.GSM8KDataModule",
+}
+DATAMODULES = IMAGE_DATAMODULES | TEXT_DATAMODULES
+
+# Public class name -> the module that defines it.
+_LAZY = {"BenchmarkDataModule": "src.data.base"} | {
+    path.rsplit(".", 1)[1]: f"src.data.{path.rsplit('.', 1)[0]}" for path in DATAMODULES.values()
 }
 
-__all__ = ["BENCHMARKS", "FEWSHOT_TASKS", "FGVC_TASKS", "VTAB_GROUPS", "VTAB_TASKS", *_LAZY]
+__all__ = [
+    "BENCHMARKS",
+    "DATAMODULES",
+    "FEWSHOT_TASKS",
+    "FGVC_TASKS",
+    "IMAGE_DATAMODULES",
+    "TEXT_DATAMODULES",
+    "VTAB_GROUPS",
+    "VTAB_TASKS",
+    "benchmark_of",
+    *_LAZY,
+]
+
+
+def benchmark_of(target: str) -> str | None:
+    """The benchmark whose datamodule ``target`` (a config's ``data._target_``) names, by class:
+    ``src.data.VTABDataModule`` and ``src.data.vtab.VTABDataModule`` are VTAB's; else None."""
+    class_name = target.rsplit(".", 1)[-1]
+    return next((b for b, path in DATAMODULES.items() if path.endswith(f".{class_name}")), None)
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name == "BENCHMARKS":  # benchmark name -> datamodule class
-        classes = [__getattr__(n) for n in _LAZY if n != "BenchmarkDataModule"]
-        return {cls.benchmark: cls for cls in classes}
+    if name == "BENCHMARKS":  # image benchmark name -> datamodule class
+        return {b: __getattr__(path.rsplit(".", 1)[1]) for b, path in IMAGE_DATAMODULES.items()}
     raise AttributeError(f"module 'src.data' has no attribute '{name}'")

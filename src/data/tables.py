@@ -130,12 +130,3 @@ def claimed_folders() -> set[str]:
     """Every folder name some benchmark reads (src.data.check lists the others as unknown)."""
     names = {name for tasks in TASK_FOLDERS.values() for names in tasks.values() for name in names}
     return names | {name for names in DOMAIN_FOLDERS.values() for name in names}
-
-
-# Benchmark name -> datamodule class name (src.report tells a run's benchmark by data._target_).
-DATAMODULES = {
-    "vtab": "VTABDataModule",
-    "fgvc": "FGVCDataModule",
-    "fewshot": "FewShotDataModule",
-    "domain": "DomainDataModule",
-}

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.cli.entry import is_rank_zero, say, write_resolved_config
 from src.errors import UserError
+from src.run.keys import key_role
 
 # What a run writes into its folder; `overwrite=true` removes these before the new run starts.
 # Anything else in the folder (notes, train.log) is left alone.
@@ -44,30 +45,6 @@ RUN_OUTPUTS = (
     "wandb",
     "eval",
     ".hydra",
-)
-
-# Keys that may change between the launches of one run: where files are, how fast it runs and
-# what it shows. Everything else decides the result, so a resume must keep it.
-MAY_CHANGE_ON_RESUME = (
-    "paths",
-    "ckpt_path",
-    "overwrite",
-    "train",
-    "test",
-    "cpu_threads",
-    "extras",
-    "logger",
-    "tags",
-    "optimized_metric",
-    "callbacks.progress_bar",
-    "data.root",
-    "data.num_workers",
-    "data.cache_dir",
-    "data.cache_limit_gb",
-    "data.decode_threads",
-    "trainer.accelerator",
-    "trainer.devices",
-    "trainer.enable_model_summary",
 )
 
 
@@ -321,12 +298,9 @@ def flat_items(node, prefix: str = "") -> dict[str, object]:
     return items
 
 
-def _may_change(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in MAY_CHANGE_ON_RESUME)
-
-
 def config_changes(saved: dict, new: dict) -> list[str]:
-    """``key: old -> new`` for every result-deciding key the two configs both have and differ in.
+    """``key: old -> new`` for every key a resume must keep (what decides the result or the
+    replicate, ``src/run/keys.py``) that the two configs both have and differ in.
 
     Keys only one side has are skipped: a run written by an older version of the code lacks
     keys added since, and their defaults reproduce its behaviour. Paths inside the run folder
@@ -336,7 +310,7 @@ def config_changes(saved: dict, new: dict) -> list[str]:
     return [
         f"{key} {before[key]!r} -> {after[key]!r}"
         for key in sorted(before.keys() & after.keys())
-        if before[key] != after[key] and not _may_change(key)
+        if before[key] != after[key] and key_role(key).kept_on_resume
     ]
 
 

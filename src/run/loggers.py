@@ -1,9 +1,10 @@
-"""What every logger is told about a run: the whole resolved config, as one flat dictionary.
+"""What every logger is told about a run: its resolved hyper-parameters, as one flat dictionary.
 
 W&B's parallel-coordinates and group-by views, and TensorBoard's HPARAMS tab, need one flat
 key per hyper-parameter (``sigma``, ``pace.mode``, ``adapter.rank``, ``optim.lr``, ``data.task``,
-``data.protocol``, ``backbone.name``, ``seed``...). The same dictionary goes to every logger; the
-parameter counts (``params/*``) follow from the LightningModule when training starts.
+``data.protocol``, ``backbone.name``, ``seed``...): every key that decides the result or the
+replicate (src/run/keys.py). The same dictionary goes to every logger; the parameter counts
+(``params/*``) follow from the LightningModule when training starts.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-# Groups that describe the plumbing of a run, not the experiment.
-_NOT_HYPERPARAMETERS = ("logger", "callbacks", "hydra", "paths")
+from src.run.keys import key_role
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -29,11 +29,10 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def run_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as one flat dict, without the logger/callback/path plumbing."""
-    tree = OmegaConf.to_container(cfg, resolve=True)
-    for group in _NOT_HYPERPARAMETERS:
-        tree.pop(group, None)
-    return flatten(tree)
+    """The resolved config as one flat dict of what decides the result and the replicate (the
+    seed stays): no paths, loggers, workers, threads or search settings (src/run/keys.py)."""
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    return {key: value for key, value in flat.items() if key_role(key).logged}
 
 
 def log_run_config(loggers, cfg: DictConfig, resolved: dict[str, Any] | None = None) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from src.text.tasks import main_metric
 
-# datamodule class -> benchmark name (the image ones are in src.data.tables.DATAMODULES)
-TEXT_DATAMODULES = {"glue": "GLUEDataModule", "gsm8k": "GSM8KDataModule"}
 GLUE_COLUMNS = ["cola", "stsb", "mrpc", "rte", "qnli", "sst2"]
 # Ni et al., PACE (NeurIPS 2024), Table 5 (RoBERTa-base) and Table 6 (Phi-3-mini).
 PAPER_GLUE = {
@@ -31,7 +29,8 @@ def text_scores(benchmark: str, task: str, protocol: str, metrics: dict) -> dict
 
 
 def glue_table(runs, protocol: str):
-    from src.report import Table, _cells, _mean, _num, _records, labels_for
+    from src.report import Table, _cells, _mean, _num, _records
+    from src.runs import labels_for
 
     cells = _cells(runs, lambda run: {run.task: run.scores()["acc"]} if run.scores() else {})
     labels = labels_for(list(cells))
@@ -54,7 +53,8 @@ def glue_table(runs, protocol: str):
 
 
 def gsm8k_table(runs, protocol: str):
-    from src.report import Table, _cells, _records, labels_for
+    from src.report import Table, _cells, _records
+    from src.runs import labels_for
 
     cells = _cells(runs, lambda run: {"exact match %": run.scores()["acc"]} if run.scores() else {})
     labels = labels_for(list(cells))
@@ -72,6 +72,3 @@ def gsm8k_table(runs, protocol: str):
         f"generation, on {where}, mean ± std over seeds"
     )
     return Table(title, ["exact match %"], rows, records)
-
-
-TEXT_BUILDERS = {"glue": glue_table, "gsm8k": gsm8k_table}
