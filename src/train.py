@@ -41,17 +41,10 @@ from src.cli.entry import (
     run_entry,
     say,
     to_float_dict,
-    write_json,
 )
 from src.cli.extras import apply_extras
 from src.cli.validation import refuse_unread_keys, validate_train_config
-from src.run.folder import (
-    Launch,
-    begin_run,
-    forget_unused_folder,
-    in_multirun,
-    prepare_run_folder,
-)
+from src.run.folder import Launch, RunFolder, forget_unused_folder, in_multirun, prepare_run_folder
 from src.run.launch import drop_requeue_checkpoints, prepare_ddp_for_this_job
 from src.run.loggers import log_run_config
 from src.run.precision import check_precision
@@ -117,7 +110,8 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     launch = launch or check_launch(cfg)
     if launch.finished_metrics is not None:
         return launch.finished_metrics
-    output_dir = launch.folder
+    run = launch.run
+    output_dir = run.path
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     weights, origin = weights_and_departures(cfg)
@@ -129,7 +123,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     )
     if cfg.train:
         datamodule.setup("fit")  # decodes (and caches) the images fit uses: a bad one stops here
-    begin_run(launch, cfg)
+    launch.begin(cfg)
     prepare_wandb(cfg)
     prepare_ddp_for_this_job(output_dir)
     from src.run.checkpoints import (
@@ -155,7 +149,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
         plugins=[AtomicCheckpointIO()],
     )
     if trainer.is_global_zero:  # what a run killed while saving left
-        remove_partial_checkpoints(output_dir, output_dir / "checkpoints")
+        remove_partial_checkpoints(run.path, run.checkpoints)
     log_run_config(trainer.loggers, cfg, origin_hyperparameters(origin))
 
     metrics: dict[str, float] = {}
@@ -166,15 +160,13 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
         try:
             fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir)
         except RunDiverged as diverged:
-            record_divergence(cfg, datamodule, diverged, output_dir, origin)
+            identity = run_identity(cfg, datamodule, "diverged", origin)
+            run.record_divergence(identity, diverged, trainer)
         drop_requeue_checkpoints(trainer, output_dir)
         # A resume after the last epoch's checkpoint fits nothing: its metrics come from there.
         metrics.update(finetuner.restored_metrics)
         metrics.update(to_float_dict(trainer.callback_metrics))
-        if trainer.is_global_zero:
-            from src.network import save_trainable
-
-            save_trainable(finetuner.model, output_dir / "adapter.safetensors")
+        run.write_adapter(finetuner.model, trainer)
     fit_seconds = time.perf_counter() - started
     if cfg.test:
         with interruptions_explained(trainer, output_dir):
@@ -193,7 +185,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
 
     if torch.cuda.is_available():
         summary["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    write_json(output_dir / "results.json", summary)
+    run.write_results(summary, trainer)
     return metrics
 
 
@@ -245,32 +237,6 @@ def run_identity(cfg: DictConfig, datamodule, status: str, origin: dict) -> dict
     }
 
 
-def record_divergence(
-    cfg: DictConfig, datamodule, diverged: RunDiverged, output_dir: Path, origin: dict
-):
-    """results.json says the run diverged (no weights are saved); one line says what to do."""
-    from src.run.folder import choose_good_checkpoint
-
-    good = choose_good_checkpoint(output_dir)
-    write_json(
-        output_dir / "results.json",
-        {
-            **run_identity(cfg, datamodule, "diverged", origin),
-            "diverged": {"reason": str(diverged), "step": diverged.step, "epoch": diverged.epoch},
-            "last_good_checkpoint": good,
-            "metrics": {},
-        },
-    )
-    where = "no epoch had finished"
-    if good is not None:
-        where = f"the last good checkpoint is {Path(good).resolve()}"
-    diverged.args = (
-        f"training diverged: {diverged}; {where}; results.json says 'diverged'. Lower optim.lr "
-        "(or sigma/lam) and start a new run",
-    )
-    raise diverged
-
-
 def fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir) -> None:
     """``trainer.fit``; when a signal stops it, say what was saved and the command that resumes."""
     with interruptions_explained(trainer, output_dir):
@@ -314,14 +280,13 @@ def what_was_saved(output_dir: Path, epoch: int) -> str:
     """The newest checkpoint a stopped run left: the one Lightning saved when SLURM asked for a
     requeue (the requeued job resumes from it by itself), else the one saved at the stop
     (part-way through an epoch), else the last epoch's."""
-    from src.run.checkpoints import STOPPED_NAME
-
-    last = output_dir / "checkpoints" / "last.ckpt"
-    requeues = sorted(output_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: p.stat().st_mtime)
+    run = RunFolder(output_dir)
+    last = run.last_checkpoint
+    requeues = sorted(run.requeue_checkpoints(), key=lambda p: p.stat().st_mtime)
     last_time = last.stat().st_mtime if last.exists() else float("-inf")
     if requeues and requeues[-1].stat().st_mtime >= last_time:
         return f"{requeues[-1]} was saved for SLURM's requeue, and the requeued job resumes from it"
-    if last.exists() and last.resolve().name == STOPPED_NAME:
+    if last.exists() and last.resolve().name == run.stopped_checkpoint.name:
         return f"{last} holds the run as it stopped, part-way through epoch {epoch + 1}"
     if last.exists():
         return f"{last} holds the end of epoch {epoch}"
