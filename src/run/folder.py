@@ -32,7 +32,6 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,62 +43,50 @@ from src.errors import UserError
 
 @dataclass(frozen=True)
 class RunFile:
-    """One entry of a run folder: its name, what it holds, and for which settings a finished
-    run has it (None: not written by a training run's own launch)."""
+    """One entry of a run folder: its name, what it holds, who writes it and when."""
 
     name: str  # relative to the run folder; a glob pattern where Lightning numbers the files
     holds: str
-    written_when: Callable[[DictConfig], bool] | None
+    # The config entry whose callback or logger writes it (its path names the entry with
+    # `${run_file:<role>}`); None: RunFolder writes it, or (when="never") another program.
+    component: str | None = None
+    # Which finished runs have it: "always", "training" (train=true), "hydra" (launched under
+    # Hydra, which keeps a record), "never" (written by another program, or removed again).
+    when: str = "always"
 
+    def written_by(self, cfg: DictConfig) -> bool:
+        """Does a finished run with the settings ``cfg`` leave this entry in its folder?"""
+        if self.when == "never" or (self.when == "training" and not cfg.get("train", True)):
+            return False
+        if self.when == "hydra":
+            from hydra.core.hydra_config import HydraConfig
 
-def _always(cfg: DictConfig) -> bool:
-    return True
-
-
-def _training(cfg: DictConfig) -> bool:
-    return bool(cfg.get("train", True))
-
-
-def _under_hydra(cfg: DictConfig) -> bool:
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.initialized()
-
-
-def _component(key: str, training: bool = False) -> Callable[[DictConfig], bool]:
-    """Written by the callback or logger configured at ``key`` (``training``: when fitting)."""
-
-    def configured(cfg: DictConfig) -> bool:
-        node = OmegaConf.select(cfg, key)
-        return OmegaConf.is_dict(node) and "_target_" in node and (not training or _training(cfg))
-
-    return configured
+            return HydraConfig.initialized()
+        if self.component is None:
+            return True
+        node = OmegaConf.select(cfg, self.component)
+        return OmegaConf.is_dict(node) and "_target_" in node
 
 
 # Every entry a run folder can hold, by role. `overwrite=true` removes them all before the new
-# run starts; anything else in the folder (notes, train.log) is left alone. The components the
-# config builds name their paths with `${run_file:<role>}` (conf/callbacks, conf/logger).
+# run starts; anything else in the folder (notes, train.log) is left alone.
 RUN_FILES = {
-    "config": RunFile("config.yaml", "the resolved config, written once", _always),
-    "launches": RunFile(".hydra", "Hydra's record of each launch", _under_hydra),
+    "config": RunFile("config.yaml", "the resolved config, written once"),
+    "launches": RunFile(".hydra", "Hydra's record of each launch", when="hydra"),
     "checkpoints": RunFile(
-        "checkpoints",
-        "epoch checkpoints, last.ckpt",
-        _component("callbacks.model_checkpoint", True),
+        "checkpoints", "epoch checkpoints, last.ckpt", "callbacks.model_checkpoint", "training"
     ),
-    "summary": RunFile(
-        "summary.csv", "one row per epoch", _component("callbacks.epoch_summary", True)
-    ),
-    "csv": RunFile("csv", "csv/metrics.csv: every logged metric", _component("logger.csv")),
-    "tensorboard": RunFile("tensorboard", "TensorBoard's events", _component("logger.tensorboard")),
+    "summary": RunFile("summary.csv", "one row per epoch", "callbacks.epoch_summary", "training"),
+    "csv": RunFile("csv", "csv/metrics.csv: every logged metric", "logger.csv"),
+    "tensorboard": RunFile("tensorboard", "TensorBoard's event files", "logger.tensorboard"),
     # WandbLogger names its folder itself: <save_dir>/wandb.
-    "wandb": RunFile("wandb", "W&B's run files (offline runs)", _component("logger.wandb")),
-    "adapter": RunFile("adapter.safetensors", "the trainable weights", _training),
-    "results": RunFile("results.json", "the run's record, with its provenance", _always),
-    "eval": RunFile("eval", "src.eval's re-tests, eval/<time>/eval.json", None),
+    "wandb": RunFile("wandb", "W&B's run files", "logger.wandb"),
+    "adapter": RunFile("adapter.safetensors", "the trainable weights", when="training"),
+    "results": RunFile("results.json", "the run's record, with its provenance"),
+    "eval": RunFile("eval", "src.eval's re-tests: eval/<time>/eval.json", when="never"),
     # Lightning's, in trainer.default_root_dir, when SLURM asks a job to requeue; removed once
     # fit has finished (src.run.launch.drop_requeue_checkpoints).
-    "requeue": RunFile("hpc_ckpt_*.ckpt", "SLURM requeue checkpoints", None),
+    "requeue": RunFile("hpc_ckpt_*.ckpt", "SLURM requeue checkpoints", when="never"),
 }
 RUN_OUTPUTS = tuple(entry.name for entry in RUN_FILES.values())
 
@@ -191,11 +178,7 @@ class RunFolder:
     @staticmethod
     def outputs(cfg: DictConfig) -> set[str]:
         """The entries a finished run with the settings ``cfg`` leaves in its folder."""
-        return {
-            entry.name
-            for entry in RUN_FILES.values()
-            if entry.written_when is not None and entry.written_when(cfg)
-        }
+        return {entry.name for entry in RUN_FILES.values() if entry.written_by(cfg)}
 
     # ------------------------------------------------------------------------------ writes
 
