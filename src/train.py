@@ -5,7 +5,7 @@
 
 Every run folder holds the resolved config.yaml (Hydra keeps the composed one in .hydra/),
 checkpoints/last.ckpt (resume with ``ckpt_path=last``), adapter.safetensors (adapter + head, for
-``src.eval``) and results.json.
+``src.eval``) and results.json; :class:`src.run.folder.RunFolder` writes and names them all.
 
 torch, Lightning and timm are imported inside the functions that use them, not at the top: Hydra
 answers ``--help`` and reports config mistakes before any of them would be needed.
@@ -111,7 +111,6 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     if launch.finished_metrics is not None:
         return launch.finished_metrics
     run = launch.run
-    output_dir = run.path
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     weights, origin = weights_and_departures(cfg)
@@ -125,7 +124,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
         datamodule.setup("fit")  # decodes (and caches) the images fit uses: a bad one stops here
     launch.begin(cfg)
     prepare_wandb(cfg)
-    prepare_ddp_for_this_job(output_dir)
+    prepare_ddp_for_this_job(run.path)
     from src.run.checkpoints import (
         AtomicCheckpointIO,
         RecordThreads,
@@ -158,23 +157,22 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
         ckpt_path = launch.ckpt_path
         calibrate_adapters(finetuner.model, datamodule, ckpt_path)  # GPS/GRFT: one data pass
         try:
-            fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir)
+            fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, run.path)
         except RunDiverged as diverged:
-            identity = run_identity(cfg, datamodule, "diverged", origin)
-            run.record_divergence(identity, diverged, trainer)
-        drop_requeue_checkpoints(trainer, output_dir)
+            run.record_divergence(run_identity(cfg, datamodule, origin), diverged, trainer)
+        drop_requeue_checkpoints(trainer, run.path)
         # A resume after the last epoch's checkpoint fits nothing: its metrics come from there.
         metrics.update(finetuner.restored_metrics)
         metrics.update(to_float_dict(trainer.callback_metrics))
         run.write_adapter(finetuner.model, trainer)
     fit_seconds = time.perf_counter() - started
     if cfg.test:
-        with interruptions_explained(trainer, output_dir):
+        with interruptions_explained(trainer, run.path):
             trainer.test(finetuner, datamodule=datamodule)
         metrics.update(to_float_dict(trainer.callback_metrics))
 
     summary = {
-        **run_identity(cfg, datamodule, "finished", origin),
+        **run_identity(cfg, datamodule, origin),
         "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
         "peak_rss_mb": _peak_rss_mb(),
@@ -219,11 +217,10 @@ def origin_hyperparameters(origin: dict) -> dict:
     }
 
 
-def run_identity(cfg: DictConfig, datamodule, status: str, origin: dict) -> dict:
+def run_identity(cfg: DictConfig, datamodule, origin: dict) -> dict:
     """What results.json says about which run this is (finished or not)."""
     return {
         **origin,
-        "status": status,
         "task": datamodule.task,
         "protocol": datamodule.protocol,
         "pace": cfg.pace.mode,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -286,3 +287,18 @@ def test_a_requeue_checkpoint_is_resumed_as_the_newest_checkpoint(tmp_path, caps
         f"{last} is a dangling link (to epoch000.ckpt); resuming from {hpc}, the newest "
         "readable checkpoint\n"
     )
+
+
+def test_the_docs_list_every_entry_of_a_run_folder():
+    text = (PROJECT_ROOT / "docs" / "run_folders.md").read_text()
+    rows = [line.split("|")[1] for line in text.splitlines() if line.startswith("| `")]
+    listed = {item.split("/")[0] for row in rows for item in re.findall(r"`([^`]+)`", row)}
+    assert {entry.name.replace("*", "<n>") for entry in RUN_FILES.values()} <= listed
+
+
+def test_a_config_naming_an_unknown_run_folder_entry_is_one_line():
+    from src.run.folder import run_file_name
+
+    assert run_file_name("summary") == "summary.csv"
+    with pytest.raises(UserError, match=r"no such run-folder entry; one of config, launches"):
+        run_file_name("sumary")

@@ -54,7 +54,7 @@ class RunFile:
     # Hydra, which keeps a record), "never" (written by another program, or removed again).
     when: str = "always"
 
-    def written_by(self, cfg: DictConfig) -> bool:
+    def in_finished_run(self, cfg: DictConfig) -> bool:
         """Does a finished run with the settings ``cfg`` leave this entry in its folder?"""
         if self.when == "never" or (self.when == "training" and not cfg.get("train", True)):
             return False
@@ -178,7 +178,7 @@ class RunFolder:
     @staticmethod
     def outputs(cfg: DictConfig) -> set[str]:
         """The entries a finished run with the settings ``cfg`` leaves in its folder."""
-        return {entry.name for entry in RUN_FILES.values() if entry.written_by(cfg)}
+        return {entry.name for entry in RUN_FILES.values() if entry.in_finished_run(cfg)}
 
     # ------------------------------------------------------------------------------ writes
 
@@ -238,14 +238,15 @@ class RunFolder:
 
             save_trainable(model, self.adapter)
 
-    def write_results(self, record: dict, trainer) -> None:
-        """results.json: ``record`` plus the ``provenance`` of the run (code, packages,
-        hardware, and how ``trainer`` ran it)."""
+    def write_results(self, record: dict, trainer, status: str = "finished") -> None:
+        """results.json: ``record``, the run's ``status`` (:func:`run_status` reads it) and
+        its ``provenance`` (code, packages, hardware, and how ``trainer`` ran it)."""
         if not trainer.is_global_zero:
             return
         from src.run.record import provenance
 
-        write_json(self.results, {**record, "provenance": provenance(trainer, self._code)})
+        made_by = provenance(trainer, self._code)
+        write_json(self.results, {**record, "status": status, "provenance": made_by})
 
     def record_divergence(self, identity: dict, diverged, trainer):
         """results.json says the run diverged (no weights are saved); ``diverged`` (a
@@ -255,7 +256,6 @@ class RunFolder:
         self.write_results(
             {
                 **identity,
-                "status": "diverged",
                 "diverged": {
                     "reason": str(diverged),
                     "step": diverged.step,
@@ -265,6 +265,7 @@ class RunFolder:
                 "metrics": {},
             },
             trainer,
+            status="diverged",
         )
         where = "no epoch had finished"
         if good is not None:
