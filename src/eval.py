@@ -21,17 +21,19 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import src.cli.validation  # noqa: F401  (registers the ${cwd:} resolver before Hydra composes)
 from src.cli.entry import report_user_errors, run_entry, to_float_dict, write_json
 from src.errors import UserError
-from src.run.folder import forget_unused_folder
+from src.run.folder import RunFolder, forget_unused_folder
 
 log = logging.getLogger(__name__)
 
 
 def load_run_config(run_dir: Path) -> DictConfig:
-    """The run's resolved config.yaml (written by src.train), else Hydra's own copy."""
-    for path in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
+    """The run's resolved config.yaml (written by src.train), else Hydra's record of its first
+    launch."""
+    run = RunFolder(run_dir)
+    for path in (run.config, run.first_launch_config):
         if path.is_file():
             return OmegaConf.load(path)
-    raise UserError(f"{run_dir} is not a training run folder: it has no config.yaml")
+    raise UserError(f"{run_dir} is not a training run folder: it has no {run.config.name}")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

@@ -16,6 +16,7 @@ from src.backbones import build_backbone
 from src.backbones.fingerprint import frozen_fingerprint
 from src.backbones.sources import RANDOM, WeightsSource
 from src.errors import UserError
+from src.run.folder import RUN_FILES
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,12 @@ def save_trainable(model: nn.Module, path: str | Path) -> Path:
 
 
 def load_trainable(model: nn.Module, path: str | Path) -> None:
-    """Load ``adapter.safetensors`` onto a model built with the same backbone/adapter config."""
+    """Load a run's adapter weights (``RunFolder.write_adapter``, src/run/folder.py) onto a
+    model built with the same backbone/adapter config."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(
-            f"adapter weights not found: {path} (a training run writes adapter.safetensors)"
-        )
+        written = RUN_FILES["adapter"].name
+        raise UserError(f"adapter weights not found: {path} (a training run writes {written})")
     try:
         state = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:

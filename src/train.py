@@ -5,7 +5,7 @@
 
 Every run folder holds the resolved config.yaml (Hydra keeps the composed one in .hydra/),
 checkpoints/last.ckpt (resume with ``ckpt_path=last``), adapter.safetensors (adapter + head, for
-``src.eval``) and results.json.
+``src.eval``) and results.json; :class:`src.run.folder.RunFolder` writes and names them all.
 
 torch, Lightning and timm are imported inside the functions that use them, not at the top: Hydra
 answers ``--help`` and reports config mistakes before any of them would be needed.
@@ -41,17 +41,10 @@ from src.cli.entry import (
     run_entry,
     say,
     to_float_dict,
-    write_json,
 )
 from src.cli.extras import apply_extras
 from src.cli.validation import refuse_unread_keys, validate_train_config
-from src.run.folder import (
-    Launch,
-    begin_run,
-    forget_unused_folder,
-    in_multirun,
-    prepare_run_folder,
-)
+from src.run.folder import Launch, RunFolder, forget_unused_folder, in_multirun, prepare_run_folder
 from src.run.launch import drop_requeue_checkpoints, prepare_ddp_for_this_job
 from src.run.loggers import log_run_config
 from src.run.precision import check_precision
@@ -117,7 +110,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     launch = launch or check_launch(cfg)
     if launch.finished_metrics is not None:
         return launch.finished_metrics
-    output_dir = launch.folder
+    run = launch.run
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     weights, origin = weights_and_departures(cfg)
@@ -129,9 +122,9 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
     )
     if cfg.train:
         datamodule.setup("fit")  # decodes (and caches) the images fit uses: a bad one stops here
-    begin_run(launch, cfg)
+    launch.begin(cfg)
     prepare_wandb(cfg)
-    prepare_ddp_for_this_job(output_dir)
+    prepare_ddp_for_this_job(run.path)
     from src.run.checkpoints import (
         AtomicCheckpointIO,
         RecordThreads,
@@ -155,7 +148,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
         plugins=[AtomicCheckpointIO()],
     )
     if trainer.is_global_zero:  # what a run killed while saving left
-        remove_partial_checkpoints(output_dir, output_dir / "checkpoints")
+        remove_partial_checkpoints(run.path, run.checkpoints)
     log_run_config(trainer.loggers, cfg, origin_hyperparameters(origin))
 
     metrics: dict[str, float] = {}
@@ -164,25 +157,22 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
         ckpt_path = launch.ckpt_path
         calibrate_adapters(finetuner.model, datamodule, ckpt_path)  # GPS/GRFT: one data pass
         try:
-            fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir)
+            fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, run.path)
         except RunDiverged as diverged:
-            record_divergence(cfg, datamodule, diverged, output_dir, origin)
-        drop_requeue_checkpoints(trainer, output_dir)
+            run.record_divergence(run_identity(cfg, datamodule, origin), diverged, trainer)
+        drop_requeue_checkpoints(trainer, run.path)
         # A resume after the last epoch's checkpoint fits nothing: its metrics come from there.
         metrics.update(finetuner.restored_metrics)
         metrics.update(to_float_dict(trainer.callback_metrics))
-        if trainer.is_global_zero:
-            from src.network import save_trainable
-
-            save_trainable(finetuner.model, output_dir / "adapter.safetensors")
+        run.write_adapter(finetuner.model, trainer)
     fit_seconds = time.perf_counter() - started
     if cfg.test:
-        with interruptions_explained(trainer, output_dir):
+        with interruptions_explained(trainer, run.path):
             trainer.test(finetuner, datamodule=datamodule)
         metrics.update(to_float_dict(trainer.callback_metrics))
 
     summary = {
-        **run_identity(cfg, datamodule, "finished", origin),
+        **run_identity(cfg, datamodule, origin),
         "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
         "peak_rss_mb": _peak_rss_mb(),
@@ -193,7 +183,7 @@ def train(cfg: DictConfig, launch: Launch | None = None) -> dict[str, float]:
 
     if torch.cuda.is_available():
         summary["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    write_json(output_dir / "results.json", summary)
+    run.write_results(summary, trainer)
     return metrics
 
 
@@ -227,11 +217,10 @@ def origin_hyperparameters(origin: dict) -> dict:
     }
 
 
-def run_identity(cfg: DictConfig, datamodule, status: str, origin: dict) -> dict:
+def run_identity(cfg: DictConfig, datamodule, origin: dict) -> dict:
     """What results.json says about which run this is (finished or not)."""
     return {
         **origin,
-        "status": status,
         "task": datamodule.task,
         "protocol": datamodule.protocol,
         "pace": cfg.pace.mode,
@@ -243,32 +232,6 @@ def run_identity(cfg: DictConfig, datamodule, status: str, origin: dict) -> dict
         "backbone": cfg.backbone.name,
         "seed": cfg.seed,
     }
-
-
-def record_divergence(
-    cfg: DictConfig, datamodule, diverged: RunDiverged, output_dir: Path, origin: dict
-):
-    """results.json says the run diverged (no weights are saved); one line says what to do."""
-    from src.run.folder import choose_good_checkpoint
-
-    good = choose_good_checkpoint(output_dir)
-    write_json(
-        output_dir / "results.json",
-        {
-            **run_identity(cfg, datamodule, "diverged", origin),
-            "diverged": {"reason": str(diverged), "step": diverged.step, "epoch": diverged.epoch},
-            "last_good_checkpoint": good,
-            "metrics": {},
-        },
-    )
-    where = "no epoch had finished"
-    if good is not None:
-        where = f"the last good checkpoint is {Path(good).resolve()}"
-    diverged.args = (
-        f"training diverged: {diverged}; {where}; results.json says 'diverged'. Lower optim.lr "
-        "(or sigma/lam) and start a new run",
-    )
-    raise diverged
 
 
 def fit_or_explain_interruption(trainer, finetuner, datamodule, ckpt_path, output_dir) -> None:
@@ -314,14 +277,13 @@ def what_was_saved(output_dir: Path, epoch: int) -> str:
     """The newest checkpoint a stopped run left: the one Lightning saved when SLURM asked for a
     requeue (the requeued job resumes from it by itself), else the one saved at the stop
     (part-way through an epoch), else the last epoch's."""
-    from src.run.checkpoints import STOPPED_NAME
-
-    last = output_dir / "checkpoints" / "last.ckpt"
-    requeues = sorted(output_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: p.stat().st_mtime)
+    run = RunFolder(output_dir)
+    last = run.last_checkpoint
+    requeues = sorted(run.requeue_checkpoints(), key=lambda p: p.stat().st_mtime)
     last_time = last.stat().st_mtime if last.exists() else float("-inf")
     if requeues and requeues[-1].stat().st_mtime >= last_time:
         return f"{requeues[-1]} was saved for SLURM's requeue, and the requeued job resumes from it"
-    if last.exists() and last.resolve().name == STOPPED_NAME:
+    if last.exists() and last.resolve().name == run.stopped_checkpoint.name:
         return f"{last} holds the run as it stopped, part-way through epoch {epoch + 1}"
     if last.exists():
         return f"{last} holds the end of epoch {epoch}"

@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,9 +19,10 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from safetensors.torch import load_file
 
+from src import PROJECT_ROOT
 from src.data.synthetic import write_vtab_task
 from src.errors import UserError
-from src.run.folder import checkpoint_problem, config_changes
+from src.run.folder import RUN_FILES, RUN_OUTPUTS, RunFolder, checkpoint_problem, config_changes
 from src.train import train
 from tests.conftest import SimulatedCrash, compose_config, crash_in_epoch
 
@@ -170,6 +173,8 @@ def test_new_run_into_an_unfinished_run_folder_is_refused_untouched(runs, copy_o
 def test_overwrite_replaces_a_finished_run(runs, copy_of):
     folder = copy_of("finished")
     (folder / "notes.txt").write_text("mine")
+    # A SLURM requeue checkpoint of the earlier run: left, SLURM's Lightning would resume it.
+    (folder / "hpc_ckpt_2.ckpt").write_bytes(b"PK")
     train(run_cfg(runs / "data", folder, "trainer.max_epochs=1", "overwrite=true"))
     results = json.loads((folder / "results.json").read_text())
     assert results["epochs"] == 1 and results["status"] == "finished"
@@ -178,6 +183,45 @@ def test_overwrite_replaces_a_finished_run(runs, copy_of):
         "last.ckpt",
     ]
     assert (folder / "notes.txt").read_text() == "mine"  # only the run's own outputs go
+    assert not (folder / "hpc_ckpt_2.ckpt").exists()
+
+
+def test_a_finished_run_folder_holds_what_its_settings_declare_and_nothing_else(runs):
+    folder = runs / "finished"
+    cfg = run_cfg(runs / "data", folder, "trainer.max_epochs=2")
+    assert {p.name for p in folder.iterdir()} == RunFolder.outputs(cfg)
+    assert RunFolder.outputs(cfg) <= set(RUN_OUTPUTS)
+    assert RunFolder(folder).last_checkpoint.is_symlink()  # Lightning's name is the table's
+    provenance = json.loads(RunFolder(folder).results.read_text())["provenance"]
+    assert provenance["execution"]["precision"] == "32-true"
+
+
+def test_other_settings_declare_other_outputs_and_results_say_how_the_run_ran(runs, tmp_path):
+    """TensorBoard instead of the CSV logger, no summary.csv, bfloat16 autocast, no test: the
+    folder holds what those settings declare, and results.json's provenance says what ran."""
+    folder = tmp_path / "other"
+    overrides = ("logger=tensorboard", "callbacks.epoch_summary=null", "test=false")
+    cfg = run_cfg(runs / "data", folder, *overrides, "trainer.max_epochs=1",
+                  "trainer.precision=bf16-mixed")  # fmt: skip
+    train(cfg)
+    declared = RunFolder.outputs(cfg)
+    assert {p.name for p in folder.iterdir()} == declared
+    assert {RUN_FILES["tensorboard"].name, RUN_FILES["adapter"].name} <= declared
+    assert not {RUN_FILES["csv"].name, RUN_FILES["summary"].name} & declared
+
+    results = json.loads(RunFolder(folder).results.read_text())
+    provenance = results["provenance"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    assert provenance["git_commit"] == head and isinstance(provenance["git_dirty"], bool)
+    ran = provenance["execution"]
+    assert ran["precision"] == "bf16-mixed"
+    assert (ran["accelerator"], ran["devices"], ran["device"]) == ("cpu", 1, "cpu")
+    assert (ran["strategy"], ran["world_size"]) == ("single_device", 1)
+    assert ran["threads"] == torch.get_num_threads()
+    assert provenance["packages"]["torch"] in (torch.__version__, torch.__version__.split("+")[0])
+    assert provenance["hardware"]["gpu_count"] == torch.cuda.device_count()
+    assert results["weights"]["source"] == "random"  # where the backbone came from: one place
 
 
 def test_config_changes_ignore_paths_and_speed_keys():
@@ -243,3 +287,18 @@ def test_a_requeue_checkpoint_is_resumed_as_the_newest_checkpoint(tmp_path, caps
         f"{last} is a dangling link (to epoch000.ckpt); resuming from {hpc}, the newest "
         "readable checkpoint\n"
     )
+
+
+def test_the_docs_list_every_entry_of_a_run_folder():
+    text = (PROJECT_ROOT / "docs" / "run_folders.md").read_text()
+    rows = [line.split("|")[1] for line in text.splitlines() if line.startswith("| `")]
+    listed = {item.split("/")[0] for row in rows for item in re.findall(r"`([^`]+)`", row)}
+    assert {entry.name.replace("*", "<n>") for entry in RUN_FILES.values()} <= listed
+
+
+def test_a_config_naming_an_unknown_run_folder_entry_is_one_line():
+    from src.run.folder import run_file_name
+
+    assert run_file_name("summary") == "summary.csv"
+    with pytest.raises(UserError, match=r"no such run-folder entry; one of config, launches"):
+        run_file_name("sumary")

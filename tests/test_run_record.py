@@ -1,21 +1,26 @@
-"""summary.csv rows per epoch from a real fit; provenance names this checkout and machine."""
+"""summary.csv rows per epoch from a real fit; provenance names the code's checkout and the
+machine (what a real run records: tests/test_run_folder.py)."""
 
 from __future__ import annotations
 
 import csv
 import os
-import re
+import platform
+import subprocess
+from pathlib import Path
 
 import lightning as L
+import omegaconf
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from src import PROJECT_ROOT
 from src.data import VTABDataModule
 from src.data.synthetic import write_vtab_task
 from src.finetuner import FineTuner
 from src.network import build_model
 from src.pace import build_regulariser
-from src.run.record import EpochSummary, provenance
+from src.run.record import EpochSummary, code_state, provenance
 from tests.conftest import quiet_trainer
 
 
@@ -58,17 +63,47 @@ def test_summary_has_one_row_per_epoch_with_lr_seconds_and_metrics(tmp_path):
     assert float(rows[2]["train/loss"]) == float(trainer.callback_metrics["train/loss_epoch"])
 
 
+def git(folder: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        cwd=folder, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_code_state_names_the_commit_of_the_checkout_and_whether_it_was_changed(tmp_path):
+    repo = tmp_path / "checkout"
+    repo.mkdir()
+    assert code_state(repo) == {"git_commit": None, "git_dirty": None}  # not a checkout
+    git(repo, "init", "-q")
+    (repo / "code.py").write_text("x = 1\n")
+    git(repo, "add", "code.py")
+    git(repo, "commit", "-qm", "first")
+    head = git(repo, "rev-parse", "HEAD")
+    assert code_state(repo) == {"git_commit": head, "git_dirty": False}
+    (repo / "notes.txt").write_text("untracked files are not the code\n")
+    assert code_state(repo)["git_dirty"] is False
+    (repo / "code.py").write_text("x = 2\n")
+    assert code_state(repo) == {"git_commit": head, "git_dirty": True}
+    # Code installed inside another project's checkout is not that project's code.
+    (repo / "site-packages").mkdir()
+    assert code_state(repo / "site-packages") == {"git_commit": None, "git_dirty": None}
+
+
 def test_provenance_names_commit_packages_and_hardware():
     record = provenance()
-    assert re.fullmatch(r"[0-9a-f]{40}", record["git_commit"])
+    assert record["git_commit"] == git(PROJECT_ROOT, "rev-parse", "HEAD")
     assert isinstance(record["git_dirty"], bool)
     assert record["packages"]["torch"] == torch.__version__.split("+")[0] or (
         record["packages"]["torch"] == torch.__version__
     )
     assert record["packages"]["lightning"] == L.__version__
+    assert record["packages"]["omegaconf"] == omegaconf.__version__
+    assert record["python"] == platform.python_version()
     assert record["hardware"]["cpu_count"] == os.cpu_count()
     assert record["hardware"]["gpu_count"] == torch.cuda.device_count()
     assert record["hardware"]["cpu"]
+    assert record["execution"] is None  # no Trainer: nothing ran
 
 
 def test_a_resumed_run_keeps_every_epoch_row_once(tmp_path):

@@ -163,6 +163,7 @@ def test_nan_loss_stops_with_step_and_last_good_checkpoint(compose_cfg, data_roo
     assert "results.json says 'diverged'. Lower optim.lr" in message and "\n" not in message
     results = json.loads(open(f"{out}/results.json").read())
     assert results["status"] == "diverged" and results["metrics"] == {}
+    assert results["provenance"]["execution"]["precision"] == "32-true"  # what ran, also here
     assert results["diverged"]["step"] == int(message.split("at step ")[1].split()[0])
     good = results["last_good_checkpoint"]
     assert (good is None) == ("no epoch had finished" in message)

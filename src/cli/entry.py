@@ -1,4 +1,4 @@
-"""What the entry points share: error reporting, rank-zero output, run-folder files, W&B clean-up.
+"""What the entry points share: error reporting, rank-zero output, atomic JSON files, W&B clean-up.
 
 Nothing here imports torch, Lightning or timm: the entry points use it before composition is
 validated, and ``--help`` or a config error must answer in about a second.
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src.errors import UserError
 
@@ -238,17 +238,11 @@ def finish_wandb() -> None:
 
 @rank_zero
 def write_json(path: Path, payload: dict) -> None:
+    """``payload`` as ``path``, whole or not at all: written beside it, then renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
-
-
-@rank_zero
-def write_resolved_config(cfg: DictConfig, path: Path) -> None:
-    """The config with every interpolation resolved: what this run really used."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, path, resolve=True)
 
 
 def to_float_dict(metrics: dict) -> dict[str, float]:

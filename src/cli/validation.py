@@ -14,6 +14,7 @@ import re
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import UserError
+from src.run.folder import run_file_name
 
 # `${cwd:}` is the launch folder. Hydra's own `${hydra:runtime.cwd}` is not set yet while Hydra
 # builds `hydra.sweep.dir`, so a path group that uses it breaks every `-m` run.
@@ -55,6 +56,10 @@ def claim_folder(path: str) -> str:
 
 
 OmegaConf.register_new_resolver("claim_folder", claim_folder, replace=True, use_cache=True)
+
+# `${run_file:summary}` is summary.csv: the components a run builds from its config take the names
+# of the files they write in the run folder from the run folder's one table (src/run/folder.py).
+OmegaConf.register_new_resolver("run_file", run_file_name, replace=True)
 
 
 # --------------------------------------------------------------------------------- validation

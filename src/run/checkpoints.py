@@ -21,11 +21,15 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from src.run.folder import LAST_CHECKPOINT, STOPPED_CHECKPOINT
 from src.run.launch import hold_requeue_signal
 
 
 class RunCheckpoint(ModelCheckpoint):
     """ModelCheckpoint with an atomic ``last.ckpt`` link and logs flushed before each save."""
+
+    # The link's name is the run folder's (src/run/folder.py), not a second spelling of it.
+    CHECKPOINT_NAME_LAST = Path(LAST_CHECKPOINT).stem
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         # The previous epoch's train/*_epoch rows are logged after its checkpoint: flush them
@@ -35,7 +39,7 @@ class RunCheckpoint(ModelCheckpoint):
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         flush_loggers(trainer)
         super()._save_checkpoint(trainer, filepath)
-        stopped = Path(self.dirpath or "", STOPPED_NAME)
+        stopped = Path(self.dirpath or "", STOPPED_CHECKPOINT)
         if trainer.is_global_zero and stopped.exists():  # an epoch end now holds more than it
             stopped.unlink()
 
@@ -52,11 +56,11 @@ class RunCheckpoint(ModelCheckpoint):
         done = trainer.fit_loop.epoch_loop.batch_progress.current
         if not 0 < done.completed == done.processed < trainer.num_training_batches:
             return  # nothing trained since the epoch's start, or the epoch has ended
-        path = os.path.join(self.dirpath, STOPPED_NAME)
+        path = os.path.join(self.dirpath, STOPPED_CHECKPOINT)
         flush_loggers(trainer)
         trainer.save_checkpoint(path)
         if self.save_last:
-            self._link_checkpoint(trainer, path, os.path.join(self.dirpath, "last.ckpt"))
+            self._link_checkpoint(trainer, path, os.path.join(self.dirpath, LAST_CHECKPOINT))
 
     @staticmethod
     def _link_checkpoint(trainer, filepath: str, linkpath: str) -> None:
@@ -65,8 +69,6 @@ class RunCheckpoint(ModelCheckpoint):
         trainer.strategy.barrier()
 
 
-# The checkpoint a signal's stop saves part-way through an epoch (replaced by the next epoch end).
-STOPPED_NAME = "stopped.ckpt"
 # How a checkpoint being written is named beside its target: ".<name>.partial-<pid>".
 PARTIAL_MARK = ".partial-"
 

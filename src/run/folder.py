@@ -1,8 +1,15 @@
-"""The run folder's rules: what a launch may do to the folder it is pointed at.
+"""A run folder: the one writer of its files, and the rules for what a launch may do to it.
+
+:class:`RunFolder` owns the folder. It writes the run's own files (the resolved config, Hydra's
+record of each launch, the adapter weights, results.json with its provenance, the record of a
+divergence) and names every file: :data:`RUN_FILES` is the one table of the folder's entries,
+which the Lightning components that must write during training (checkpoints, summary.csv, the
+loggers) take their paths from too (``${run_file:<role>}`` in conf/), and which
+``overwrite=true`` clears.
 
 A launch first *checks* (:func:`prepare_run_folder`: nothing is written) and only then *begins*
-(:func:`begin_run`: the first writes). The checks guarantee that no command damages a run that
-is already in the folder (docs/run_folders.md):
+(:meth:`RunFolder.begin`: the first writes). The checks guarantee that no command damages a run
+that is already in the folder (docs/run_folders.md):
 
 - a folder holding a finished (or diverged) run is refused unless ``overwrite=true``;
 - a folder holding an unfinished run is continued only with ``ckpt_path=last`` and the same
@@ -11,12 +18,14 @@ is already in the folder (docs/run_folders.md):
   readable checkpoint and says so, or stops with one line;
 - the folder must be writable.
 
-No torch here: checkpoints are zip archives, checked with :mod:`zipfile`.
+No torch here: checkpoints are zip archives, checked with :mod:`zipfile`; what needs torch
+(the weights, the provenance) is imported when a run writes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -28,53 +37,278 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.cli.entry import is_rank_zero, say, write_resolved_config
+from src.cli.entry import is_rank_zero, say, write_json
 from src.errors import UserError
 from src.run.keys import key_role
 
-# What a run writes into its folder; `overwrite=true` removes these before the new run starts.
-# Anything else in the folder (notes, train.log) is left alone.
-RUN_OUTPUTS = (
-    "config.yaml",
-    "results.json",
-    "adapter.safetensors",
-    "summary.csv",
-    "csv",
-    "checkpoints",
-    "tensorboard",
-    "wandb",
-    "eval",
-    ".hydra",
-)
+
+@dataclass(frozen=True)
+class RunFile:
+    """One entry of a run folder: its name, what it holds, who writes it and when."""
+
+    name: str  # relative to the run folder; a glob pattern where Lightning numbers the files
+    holds: str
+    # The config entry whose callback or logger writes it (its path names the entry with
+    # `${run_file:<role>}`); None: RunFolder writes it, or (when="never") another program.
+    component: str | None = None
+    # Which finished runs have it: "always", "training" (train=true), "hydra" (launched under
+    # Hydra, which keeps a record), "never" (written by another program, or removed again).
+    when: str = "always"
+
+    def in_finished_run(self, cfg: DictConfig) -> bool:
+        """Does a finished run with the settings ``cfg`` leave this entry in its folder?"""
+        if self.when == "never" or (self.when == "training" and not cfg.get("train", True)):
+            return False
+        if self.when == "hydra":
+            from hydra.core.hydra_config import HydraConfig
+
+            return HydraConfig.initialized()
+        if self.component is None:
+            return True
+        node = OmegaConf.select(cfg, self.component)
+        return OmegaConf.is_dict(node) and "_target_" in node
+
+
+# Every entry a run folder can hold, by role. `overwrite=true` removes them all before the new
+# run starts; anything else in the folder (notes, train.log) is left alone.
+RUN_FILES = {
+    "config": RunFile("config.yaml", "the resolved config, written once"),
+    "launches": RunFile(".hydra", "Hydra's record of each launch", when="hydra"),
+    "checkpoints": RunFile(
+        "checkpoints", "epoch checkpoints, last.ckpt", "callbacks.model_checkpoint", "training"
+    ),
+    "summary": RunFile("summary.csv", "one row per epoch", "callbacks.epoch_summary", "training"),
+    "csv": RunFile("csv", "csv/metrics.csv: every logged metric", "logger.csv"),
+    "tensorboard": RunFile("tensorboard", "TensorBoard's event files", "logger.tensorboard"),
+    # WandbLogger names its folder itself: <save_dir>/wandb.
+    "wandb": RunFile("wandb", "W&B's run files", "logger.wandb"),
+    "adapter": RunFile("adapter.safetensors", "the trainable weights", when="training"),
+    "results": RunFile("results.json", "the run's record, with its provenance"),
+    "eval": RunFile("eval", "src.eval's re-tests: eval/<time>/eval.json", when="never"),
+    # Lightning's, in trainer.default_root_dir, when SLURM asks a job to requeue; removed once
+    # fit has finished (src.run.launch.drop_requeue_checkpoints).
+    "requeue": RunFile("hpc_ckpt_*.ckpt", "SLURM requeue checkpoints", when="never"),
+}
+RUN_OUTPUTS = tuple(entry.name for entry in RUN_FILES.values())
+
+# Inside checkpoints/: the newest checkpoint's link (Lightning's name for it), and the
+# checkpoint a signal's stop saves part-way through an epoch (replaced by the next epoch end).
+LAST_CHECKPOINT = "last.ckpt"
+STOPPED_CHECKPOINT = "stopped.ckpt"
+# Inside csv/: Lightning's CSVLogger's file.
+METRICS_CSV = "metrics.csv"
+
+
+def run_file_name(role: str) -> str:
+    """``${run_file:<role>}``: the name of a run-folder entry, for the configs' paths."""
+    if role not in RUN_FILES:
+        raise UserError(
+            f"${{run_file:{role}}}: no such run-folder entry; one of {', '.join(RUN_FILES)}"
+        )
+    return RUN_FILES[role].name
+
+
+class RunFolder:
+    """The one writer of a run folder, and where every other writer gets its path.
+
+    Paths: :attr:`config`, :attr:`results`, :attr:`adapter`, :attr:`summary`,
+    :attr:`checkpoints`, :attr:`last_checkpoint`, :attr:`metrics_csv`, :attr:`launches`.
+    Writes, on rank zero only: :meth:`begin`, :meth:`write_adapter`, :meth:`write_results`,
+    :meth:`record_divergence`. :meth:`outputs` says what a run with given settings leaves.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._code: dict | None = None  # the code's git state when this launch began
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def file(self, role: str) -> Path:
+        return self.path / RUN_FILES[role].name
+
+    @property
+    def config(self) -> Path:
+        return self.file("config")
+
+    @property
+    def launches(self) -> Path:
+        return self.file("launches")
+
+    @property
+    def first_launch_config(self) -> Path:
+        """The composed (unresolved) config of the run's first launch, in Hydra's record."""
+        return self.launches / "config.yaml"
+
+    @property
+    def results(self) -> Path:
+        return self.file("results")
+
+    @property
+    def adapter(self) -> Path:
+        return self.file("adapter")
+
+    @property
+    def summary(self) -> Path:
+        return self.file("summary")
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.file("checkpoints")
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / LAST_CHECKPOINT
+
+    @property
+    def stopped_checkpoint(self) -> Path:
+        return self.checkpoints / STOPPED_CHECKPOINT
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.file("csv") / METRICS_CSV
+
+    def requeue_checkpoints(self) -> list[Path]:
+        return sorted(self.path.glob(RUN_FILES["requeue"].name))
+
+    def checkpoint_files(self) -> list[Path]:
+        """``checkpoints/*.ckpt`` (epoch ends, the last.ckpt link) and the SLURM requeue
+        checkpoints (``hpc_ckpt_<n>.ckpt``)."""
+        return [*self.checkpoints.glob("*.ckpt"), *self.requeue_checkpoints()]
+
+    @staticmethod
+    def outputs(cfg: DictConfig) -> set[str]:
+        """The entries a finished run with the settings ``cfg`` leaves in its folder."""
+        return {entry.name for entry in RUN_FILES.values() if entry.in_finished_run(cfg)}
+
+    # ------------------------------------------------------------------------------ writes
+
+    def begin(self, cfg: DictConfig, *, replace: bool, new_config: bool) -> None:
+        """The launch's first writes: clear a replaced run (``replace``), record the resolved
+        config (``new_config``: not when the launch continues the folder's run) and the launch."""
+        if not is_rank_zero():
+            return
+        from src.run.record import code_state
+
+        self._code = code_state()  # now: the code may be edited while the run trains
+        if replace:
+            self._remove_outputs()
+        if new_config:
+            self.config.parent.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(cfg, self.config, resolve=True)  # what this run really used
+        self.record_launch(cfg)
+
+    def _remove_outputs(self) -> None:
+        for name in RUN_OUTPUTS:
+            paths = self.path.glob(name) if glob.has_magic(name) else [self.path / name]
+            for path in paths:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                elif path.exists() or path.is_symlink():
+                    path.unlink()
+
+    def record_launch(self, cfg: DictConfig) -> None:
+        """Hydra's own record of a launch (composed config, hydra config, typed overrides).
+
+        Hydra would write it into ``.hydra/`` before the task runs, replacing the first launch's
+        record and touching a finished run's folder even when the launch is refused
+        (conf/hydra/default.yaml turns that off). Here the first launch writes ``.hydra/`` and
+        each later one ``.hydra/launch_<time>/``.
+        """
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return
+        hydra_cfg = HydraConfig.get()
+        target = self.launches
+        if self.first_launch_config.exists():
+            target = target / f"launch_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+            suffix = 1
+            while target.exists():
+                target = target.with_name(f"{target.name.split('+')[0]}+{suffix}")
+                suffix += 1
+        target.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, target / "config.yaml")
+        OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), target / "hydra.yaml")
+        OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), target / "overrides.yaml")
+
+    def write_adapter(self, model, trainer) -> None:
+        """The trainable weights (adapters + head) that ``src.eval`` loads."""
+        if trainer.is_global_zero:
+            from src.network import save_trainable
+
+            save_trainable(model, self.adapter)
+
+    def write_results(self, record: dict, trainer, status: str = "finished") -> None:
+        """results.json: ``record``, the run's ``status`` (:func:`run_status` reads it) and
+        its ``provenance`` (code, packages, hardware, and how ``trainer`` ran it)."""
+        if not trainer.is_global_zero:
+            return
+        from src.run.record import provenance
+
+        made_by = provenance(trainer, self._code)
+        write_json(self.results, {**record, "status": status, "provenance": made_by})
+
+    def record_divergence(self, identity: dict, diverged, trainer):
+        """results.json says the run diverged (no weights are saved); ``diverged`` (a
+        :class:`src.run.stopping.RunDiverged`) is raised again with one line that says what
+        to do."""
+        good = choose_good_checkpoint(self.path)
+        self.write_results(
+            {
+                **identity,
+                "diverged": {
+                    "reason": str(diverged),
+                    "step": diverged.step,
+                    "epoch": diverged.epoch,
+                },
+                "last_good_checkpoint": good,
+                "metrics": {},
+            },
+            trainer,
+            status="diverged",
+        )
+        where = "no epoch had finished"
+        if good is not None:
+            where = f"the last good checkpoint is {Path(good).resolve()}"
+        diverged.args = (
+            f"training diverged: {diverged}; {where}; {self.results.name} says 'diverged'. Lower "
+            "optim.lr (or sigma/lam) and start a new run",
+        )
+        raise diverged
+
 
 
 @dataclass
 class Launch:
     """What a checked launch will do to its folder."""
 
-    folder: Path
+    run: RunFolder
     ckpt_path: str | None  # what trainer.fit starts from (None: epoch 0)
     continues_run: bool  # the folder's run goes on: its config.yaml stays as it is
     replaces_run: bool = False  # overwrite=true: the earlier run's outputs are removed first
     finished_metrics: dict | None = None  # a sweep's job that finished earlier: not run again
 
+    @property
+    def folder(self) -> Path:
+        return self.run.path
+
+    def begin(self, cfg: DictConfig) -> None:
+        """The launch's first writes (:meth:`RunFolder.begin`), as this check decided."""
+        self.run.begin(cfg, replace=self.replaces_run, new_config=not self.continues_run)
+
 
 def run_status(folder: Path) -> str | None:
     """None (no run here), 'unfinished', or the status in results.json ('finished', 'diverged')."""
-    results = folder / "results.json"
+    run = RunFolder(folder)
+    results = run.results
     if results.exists():
         try:
             return json.loads(results.read_text()).get("status", "finished")
         except (OSError, ValueError, AttributeError):
             return "finished"  # unreadable results still mean a run got to its end here
-    started = (folder / "config.yaml").exists() or bool(checkpoint_files(folder))
+    started = run.config.exists() or bool(run.checkpoint_files())
     return "unfinished" if started else None
-
-
-def checkpoint_files(folder: Path) -> list[Path]:
-    """A run folder's checkpoints: ``checkpoints/*.ckpt`` (epoch ends, the last.ckpt link) and
-    ``hpc_ckpt_<n>.ckpt`` (saved by Lightning when SLURM asks a job to requeue)."""
-    return [*(folder / "checkpoints").glob("*.ckpt"), *folder.glob("hpc_ckpt_*.ckpt")]
 
 
 def in_multirun() -> bool:
@@ -89,7 +323,8 @@ def prepare_run_folder(cfg: DictConfig) -> Launch:
 
     Raises :class:`UserError` (one line) when it may not. Writes nothing.
     """
-    folder = Path(cfg.paths.output_dir)
+    run = RunFolder(cfg.paths.output_dir)
+    folder = run.path
     ckpt = cfg.get("ckpt_path") or None
     overwrite = bool(cfg.get("overwrite", False))
     check_writable(folder, cfg)
@@ -101,16 +336,16 @@ def prepare_run_folder(cfg: DictConfig) -> Launch:
                 "continues it; give only one of them"
             )
         say(f"overwrite=true: the {status} run in {folder} is replaced")
-        return Launch(folder, _explicit_checkpoint(ckpt), continues_run=False, replaces_run=True)
+        return Launch(run, _explicit_checkpoint(ckpt), continues_run=False, replaces_run=True)
     if status in ("finished", "diverged") and in_multirun():
         # A sweep re-run into its folder (or a requeued job) skips the jobs that ended; a
         # sweeper (Optuna) still gets their value.
-        say(f"{folder / 'results.json'} exists: this job {status} in an earlier launch; skipped")
-        metrics = json.loads((folder / "results.json").read_text()).get("metrics", {})
-        return Launch(folder, None, continues_run=True, finished_metrics=metrics)
+        say(f"{run.results} exists: this job {status} in an earlier launch; skipped")
+        metrics = json.loads(run.results.read_text()).get("metrics", {})
+        return Launch(run, None, continues_run=True, finished_metrics=metrics)
     if status in ("finished", "diverged"):
         raise UserError(
-            f"{folder} holds a {status} run (see its results.json); evaluate it with "
+            f"{folder} holds a {status} run (see its {run.results.name}); evaluate it with "
             f"'python -m src.eval run_dir={folder}', start a new run in another folder, "
             "or add overwrite=true to replace it"
         )
@@ -121,13 +356,13 @@ def prepare_run_folder(cfg: DictConfig) -> Launch:
             f"{folder} holds an unfinished run; continue it with ckpt_path=last, or add "
             "overwrite=true to start it again"
         )
-    if status == "unfinished" and (folder / "config.yaml").is_file():
-        check_same_config(folder / "config.yaml", cfg)
+    if status == "unfinished" and run.config.is_file():
+        check_same_config(run.config, cfg)
     if ckpt == "last":
         start = choose_resume_checkpoint(folder, started=status is not None)
     else:
         start = _explicit_checkpoint(ckpt)
-    return Launch(folder, start, continues_run=status is not None)
+    return Launch(run, start, continues_run=status is not None)
 
 
 def _explicit_checkpoint(ckpt: str | None) -> str | None:
@@ -164,7 +399,11 @@ def checkpoint_problem(path: Path) -> str | None:
 def saved_checkpoints(run: Path) -> list[Path]:
     """The run's checkpoint files other than the last.ckpt link, newest first."""
     return sorted(
-        (p for p in checkpoint_files(run) if p.name != "last.ckpt" and not p.is_symlink()),
+        (
+            p
+            for p in RunFolder(run).checkpoint_files()
+            if p.name != LAST_CHECKPOINT and not p.is_symlink()
+        ),
         key=lambda p: (p.stat().st_mtime, p.name),
         reverse=True,
     )
@@ -176,7 +415,7 @@ def choose_good_checkpoint(run: Path) -> str | None:
     That is last.ckpt (the newest epoch end), unless a requeue checkpoint is newer or last.ckpt
     cannot be read.
     """
-    last = run / "checkpoints" / "last.ckpt"
+    last = RunFolder(run).last_checkpoint
     readable = [p for p in saved_checkpoints(run) if checkpoint_problem(p) is None]
     if checkpoint_problem(last) is None and not (
         readable and readable[0].stat().st_mtime > last.stat().st_mtime
@@ -188,8 +427,8 @@ def choose_good_checkpoint(run: Path) -> str | None:
 def choose_resume_checkpoint(run: Path, started: bool) -> str | None:
     """``ckpt_path=last``: the run's newest readable checkpoint (:func:`choose_good_checkpoint`),
     saying so when last.ckpt is not it; none: start from epoch 0, or stop when some exist."""
-    folder = run / "checkpoints"
-    last = folder / "last.ckpt"
+    folder = RunFolder(run).checkpoints
+    last = RunFolder(run).last_checkpoint
     problem = checkpoint_problem(last)
     good = choose_good_checkpoint(run)
     if good == str(last):
@@ -211,7 +450,7 @@ def choose_resume_checkpoint(run: Path, started: bool) -> str | None:
     others = saved_checkpoints(run)
     if others or last.is_symlink() or last.exists():
         raise UserError(
-            f"no readable checkpoint in {folder}: last.ckpt {problem}"
+            f"no readable checkpoint in {folder}: {last.name} {problem}"
             + (f" and {len(others)} other checkpoint(s) are unreadable" if others else "")
             + "; add overwrite=true to start the run again"
         )
@@ -236,11 +475,8 @@ def check_writable(folder: Path, cfg: DictConfig | None = None) -> None:
     exceed ``data.cache_limit_gb`` and reads it when the cache exists (a shared, read-only cache
     works); when it must write and cannot, the data setup stops with one line, before training.
     """
-    targets = {
-        folder: "hydra.run.dir",
-        folder / "checkpoints": "hydra.run.dir",
-        folder / "csv": "hydra.run.dir",
-    }
+    run = RunFolder(folder)
+    targets = {path: "hydra.run.dir" for path in (run.path, run.checkpoints, run.file("csv"))}
     for path, key in written_folders(cfg):
         targets.setdefault(path, key)
     for path, key in targets.items():
@@ -336,52 +572,11 @@ def check_same_config(saved_path: Path, cfg: DictConfig) -> None:
         )
 
 
-def begin_run(launch: Launch, cfg: DictConfig) -> None:
-    """The launch's first writes: clear a replaced run, record the config and the command."""
-    if not is_rank_zero():
-        return
-    if launch.replaces_run:
-        for name in RUN_OUTPUTS:
-            path = launch.folder / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
-    if not launch.continues_run:
-        write_resolved_config(cfg, launch.folder / "config.yaml")
-    record_launch(launch.folder, cfg)
-
-
-def record_launch(folder: Path, cfg: DictConfig) -> None:
-    """Hydra's own record of a launch (composed config, hydra config, typed overrides).
-
-    Hydra would write it into ``.hydra/`` before the task runs, replacing the first launch's
-    record and touching a finished run's folder even when the launch is refused
-    (conf/hydra/default.yaml turns that off). Here the first launch writes ``.hydra/`` and each
-    later one ``.hydra/launch_<time>/``.
-    """
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return
-    hydra_cfg = HydraConfig.get()
-    target = folder / ".hydra"
-    if (target / "config.yaml").exists():
-        target = target / f"launch_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-        suffix = 1
-        while target.exists():
-            target = target.with_name(f"{target.name.split('+')[0]}+{suffix}")
-            suffix += 1
-    target.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, target / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), target / "hydra.yaml")
-    OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), target / "overrides.yaml")
-
-
 def _launch_record(path: Path) -> bool:
     if path.is_symlink():
         return False
-    return (path.is_file() and path.suffix == ".log") or (path.is_dir() and path.name == ".hydra")
+    is_launches = path.is_dir() and path.name == RUN_FILES["launches"].name
+    return (path.is_file() and path.suffix == ".log") or is_launches
 
 
 @contextlib.contextmanager

@@ -4,7 +4,9 @@
   step, lr, seconds, and every epoch-level train/val metric), so a single run is readable without
   the per-step ``csv/metrics.csv`` and without any logger enabled.
 - :func:`provenance` returns what produced a result — git commit and dirty flag, package
-  versions, hardware — for ``results.json``, so a table row can be traced to its code and machine.
+  versions, hardware, and how the Trainer ran it (accelerator, devices, strategy, precision,
+  threads) — for ``results.json`` (written by :class:`src.run.folder.RunFolder`), so a table
+  row can be traced to its code and machine.
 """
 
 from __future__ import annotations
@@ -22,7 +24,20 @@ from lightning.pytorch.callbacks import Callback
 
 from src import PROJECT_ROOT
 
-PACKAGES = ("torch", "torchvision", "lightning", "timm", "torchmetrics", "hydra-core", "numpy")
+# Versions results.json records (None: not installed).
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "lightning",
+    "timm",
+    "torchmetrics",
+    "hydra-core",
+    "omegaconf",
+    "numpy",
+    "safetensors",
+    "transformers",
+    "wandb",
+)
 
 
 class EpochSummary(Callback):
@@ -99,14 +114,28 @@ def _epoch_metrics(trainer, prefix: str) -> dict[str, float]:
     }
 
 
-def _git(*args: str) -> str | None:
+def _git(root: Path, *args: str) -> str | None:
     try:
         done = subprocess.run(
-            ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
+
+
+def code_state(root: Path = PROJECT_ROOT) -> dict:
+    """``git_commit`` and ``git_dirty`` (tracked files changed) of the checkout ``root``, the
+    one the code runs from; both None when ``root`` is not the top of a git checkout (an
+    installed copy inside some other repository is not that repository's code)."""
+    top = _git(root, "rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != Path(root).resolve():
+        return {"git_commit": None, "git_dirty": None}
+    status = _git(root, "status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_commit": _git(root, "rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+    }
 
 
 def _cpu_model() -> str:
@@ -119,8 +148,27 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def provenance() -> dict:
-    """Code, packages and hardware of this process, as plain JSON-able values."""
+def execution(trainer) -> dict:
+    """How ``trainer`` ran: accelerator, devices, strategy, precision, torch's CPU threads."""
+    import torch
+
+    return {
+        "accelerator": type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
+        "devices": trainer.num_devices,
+        "device_ids": list(trainer.device_ids),
+        "device": str(trainer.strategy.root_device),
+        "nodes": trainer.num_nodes,
+        "world_size": trainer.world_size,
+        "strategy": getattr(trainer.strategy, "strategy_name", type(trainer.strategy).__name__),
+        "precision": str(trainer.precision),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def provenance(trainer=None, code: dict | None = None) -> dict:
+    """What produced a result, as plain JSON-able values: the code (``code``, else
+    :func:`code_state` now), packages, hardware, and how ``trainer`` ran it (``execution``;
+    None without a trainer). The backbone's weights are results.json's ``weights``."""
     import torch
 
     versions = {}
@@ -129,15 +177,13 @@ def provenance() -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    status = _git("status", "--porcelain", "--untracked-files=no")
     gpus = (
         [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         if torch.cuda.is_available()
         else []
     )
     return {
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
+        **(code if code is not None else code_state()),
         "python": sys.version.split()[0],
         "packages": versions,
         "hardware": {
@@ -148,4 +194,5 @@ def provenance() -> dict:
             "platform": platform.platform(),
         },
         "hostname": platform.node(),
+        "execution": None if trainer is None else execution(trainer),
     }
