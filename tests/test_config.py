@@ -88,3 +88,34 @@ def test_adapter_group_switches_adapter(compose_cfg):
     cfg = compose_cfg("adapter=lora_add", "backbone=vit_tiny_patch16", "data.img_size=32")
     layer = next(iter(branch_modules(build_finetuner(cfg, num_classes=3).model)))[1]
     assert type(layer).__name__ == "LoRAAdd"
+
+
+COMPOSE_FROM_A_NOTEBOOK = """
+import sys
+import src
+
+assert "hydra" not in sys.modules and "torch" not in sys.modules  # importing src loads nothing
+cfg = src.compose("experiment=vtab_pace", "data.task=cifar", "sigma=0.3")
+assert (cfg.data.task, cfg.sigma, cfg.adapter.name) == ("cifar", 0.3, "lora_mul_vpt_add")
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+GlobalHydra.instance().clear()
+src.register_configs()
+with initialize_config_dir(config_dir=str(src.CONF_DIR), version_base="1.3"):
+    assert compose("train", overrides=["adapter=lora"]).adapter.rank > 0
+print("ok")
+"""
+
+
+def test_the_configs_compose_from_a_notebook_with_one_call():
+    """A fresh interpreter (nothing registered by an entry point or another test)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", COMPOSE_FROM_A_NOTEBOOK],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr[-2000:]
