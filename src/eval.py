@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import src.cli.validation  # noqa: F401  (registers the ${cwd:} resolver before Hydra composes)
 from src.cli.entry import report_user_errors, run_entry, to_float_dict, write_json
 from src.errors import UserError
-from src.run.folder import RunFolder, forget_unused_folder
+from src.run.folder import EVAL_RESULTS, RunFolder, forget_unused_folder
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer.test(finetuner, datamodule=datamodule)
     metrics = to_float_dict(trainer.callback_metrics)
     write_json(
-        Path(cfg.paths.output_dir) / "eval.json",
+        Path(cfg.paths.output_dir) / EVAL_RESULTS,
         {"run_dir": str(run_dir), "protocol": datamodule.protocol, "metrics": metrics},
     )
     log.info(

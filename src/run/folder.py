@@ -97,6 +97,8 @@ LAST_CHECKPOINT = "last.ckpt"
 STOPPED_CHECKPOINT = "stopped.ckpt"
 # Inside csv/: Lightning's CSVLogger's file.
 METRICS_CSV = "metrics.csv"
+# Inside eval/<time>/ (src.eval's folder for one re-test): what it measured.
+EVAL_RESULTS = "eval.json"
 
 
 def run_file_name(role: str) -> str:
