@@ -13,6 +13,7 @@ import torch
 
 from src import bench
 from src.pace import MODES
+from tests.test_adapter_configs import HEAVY, imported_modules
 from tests.test_cli import error_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +93,17 @@ def test_bench_runs_every_mode_under_bf16_autocast(tmp_path):
     training.model.get_classifier().register_forward_hook(lambda m, a, out: logits.append(out))
     training.steps(1)
     assert logits[0].dtype == torch.bfloat16
+
+
+def test_help_names_the_modes_without_importing_torch():
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "src.bench", "--help"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    modules = imported_modules(result.stderr)
+    assert "src" in modules and not modules & set(HEAVY)
+    assert "subset of " + ", ".join(MODES) in " ".join(result.stdout.split())
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 """PACE: noise on adapter branches + consistency between noisy passes.
 
-``build_regulariser`` is the one entry the rest of the project uses. Importing the package loads
-no torch (``MODES`` is all it defines): ``python -m src.bench --help`` and the config checks name
-the modes in a fraction of a second; the first access to anything else imports its module.
+``build_regulariser`` (``regulariser.py``) is the one entry the rest of the project uses.
+Importing the package loads no torch (``MODES`` is all it defines, so ``python -m src.bench
+--help`` lists the modes in a fraction of a second); the first access to anything else imports
+the module that defines it.
 """
 
 from __future__ import annotations
