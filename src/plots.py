@@ -30,6 +30,7 @@ from pathlib import Path
 
 from src.cli.entry import report_user_errors
 from src.errors import UserError
+from src.run.folder import RunFolder
 from src.runs import Run, labels_for, load_runs
 
 METRICS = ("train/grad_norm", "val/fp_distance", "train/acc")
@@ -41,11 +42,8 @@ Curve = dict[int, float]
 
 def read_curves(run_dir: Path, source: str) -> dict[str, Curve]:
     """{metric: {x: value}}: x is the epoch in summary.csv, the step in csv/metrics.csv."""
-    path, x = (
-        (run_dir / "summary.csv", "epoch")
-        if source == "summary"
-        else (run_dir / "csv" / "metrics.csv", "step")
-    )
+    folder = RunFolder(run_dir)
+    path, x = (folder.summary, "epoch") if source == "summary" else (folder.metrics_csv, "step")
     curves: dict[str, Curve] = {m: {} for m in METRICS}
     with path.open() as f:
         for row in csv.DictReader(f):
@@ -56,9 +54,11 @@ def read_curves(run_dir: Path, source: str) -> dict[str, Curve]:
 
 
 def _source(runs: list[Run]) -> str:
-    for source, relative in (("summary", "summary.csv"), ("metrics", "csv/metrics.csv")):
-        if all((run.folder / relative).is_file() for run in runs):
-            return source
+    folders = [RunFolder(run.folder) for run in runs]
+    if all(folder.summary.is_file() for folder in folders):
+        return "summary"
+    if all(folder.metrics_csv.is_file() for folder in folders):
+        return "metrics"
     raise UserError(
         "some runs have neither summary.csv nor csv/metrics.csv; train them with the default "
         "callbacks (callbacks.epoch_summary writes summary.csv)"

@@ -24,6 +24,7 @@ from src.data import TEXT_DATAMODULES, benchmark_of
 from src.data.tables import VTAB_TASKS
 from src.errors import UserError
 from src.paper_setup import task_recipe
+from src.run.folder import RUN_FILES, RunFolder
 from src.run.keys import key_role
 from src.run.loggers import flatten as flatten_config
 from src.text.report_tables import text_scores
@@ -75,7 +76,7 @@ class Run:
 
 
 def _config_of(folder: Path, results: dict) -> dict:
-    path = folder / "config.yaml"
+    path = RunFolder(folder).config
     if path.is_file():
         flat = flatten(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
     else:  # a results.json written before config.yaml existed: its own fields
@@ -158,7 +159,7 @@ def load_runs(folders: list[Path]) -> list[Run]:
     for folder in folders:
         if not folder.exists():
             raise UserError(f"no such folder: {folder}")
-        for path in sorted(folder.rglob("results.json")):
+        for path in sorted(folder.rglob(RUN_FILES["results"].name)):
             try:
                 results = json.loads(path.read_text())
             except json.JSONDecodeError:

@@ -144,3 +144,15 @@ def test_loggers_get_the_setting_and_the_seed_not_the_plumbing(compose_cfg):
                 "callbacks.model_checkpoint.dirpath", "extras.print_config", "task_name",
                 "trainer.accelerator", "ckpt_path"}  # fmt: skip
     assert plumbing & set(logged) == set()
+
+
+def test_a_job_folder_is_named_by_the_setting_and_the_seed_not_the_plumbing():
+    overrides = ["experiment=vtab_pace", "sigma=0.5", "seed=1", "data.num_workers=2",
+                 "overwrite=true", "logger=csv", "hydra.sweep.dir=/tmp/sweep", "cpu_threads=1",
+                 "hparams_search=pace_grid", "+trainer.profiler=simple"]  # fmt: skip
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    named = cfg.hydra.job.override_dirname.split(",")
+    assert named == ["+trainer.profiler=simple", "experiment=vtab_pace", "seed=1", "sigma=0.5"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 
 from src.adapters.schemas import BLOCK_LINEARS, SCHEMAS, AdapterConfig
+from src.lazy import lazy_exports
 
 # Public name -> the module that defines it (loaded, with every family, on first access).
 _LAZY = {
@@ -38,14 +39,11 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'src.adapters' has no attribute '{name}'")
-    base = importlib.import_module("src.adapters.base")
-    base.load_methods()
-    value = getattr(importlib.import_module(f"src.adapters.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
+def _load_methods() -> None:
+    importlib.import_module("src.adapters.base").load_methods()
+
+
+__getattr__ = lazy_exports(__name__, _LAZY, before=_load_methods)
 
 
 __all__ = ["BLOCK_LINEARS", "SCHEMAS", "AdapterConfig", *_LAZY]

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from src.adapters.sites import TEXT_ARCHITECTURES
 from src.errors import UserError, check_choice
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 LIBRARY = "transformers"
-FAMILIES = ("encoder", "decoder")
 OBJECTIVES = ("classification", "regression", "causal_lm")
 WEIGHTS = ("pretrained", "random")
 # What a local model folder holds (for messages).
@@ -144,7 +144,7 @@ def build_text_backbone(
     ``classification``: ``num_classes`` logits; ``regression``: one value (STS-B);
     ``causal_lm``: the model's own LM head (``num_classes`` is ignored).
     """
-    check_choice("backbone.family", family, FAMILIES)
+    check_choice("backbone.family", family, TEXT_ARCHITECTURES)
     check_choice("data.objective", objective, OBJECTIVES)
     check_choice("backbone.weights", weights, WEIGHTS)
     if objective == "causal_lm" and family != "decoder":

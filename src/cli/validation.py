@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.errors import UserError
 from src.run.folder import run_file_name
+from src.run.keys import key_role
 
 # `${cwd:}` is the launch folder. Hydra's own `${hydra:runtime.cwd}` is not set yet while Hydra
 # builds `hydra.sweep.dir`, so a path group that uses it breaks every `-m` run.
@@ -60,6 +61,17 @@ OmegaConf.register_new_resolver("claim_folder", claim_folder, replace=True, use_
 # `${run_file:summary}` is summary.csv: the components a run builds from its config take the names
 # of the files they write in the run folder from the run folder's one table (src/run/folder.py).
 OmegaConf.register_new_resolver("run_file", run_file_name, replace=True)
+
+
+def keys_a_job_folder_omits(overrides) -> list[str]:
+    """The keys of a multirun job's overrides that its folder name leaves out (Hydra's
+    ``override_dirname.exclude_keys``): those that decide neither the result nor the replicate
+    (paths, workers, loggers, a search's own keys; :func:`src.run.keys.key_role`)."""
+    keys = (str(override).split("=", 1)[0].lstrip("+~") for override in overrides)
+    return [key for key in keys if not key_role(key).logged]
+
+
+OmegaConf.register_new_resolver("keys_a_job_folder_omits", keys_a_job_folder_omits, replace=True)
 
 
 # --------------------------------------------------------------------------------- validation

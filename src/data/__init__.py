@@ -10,9 +10,8 @@ runs this file first, ``src.data.tables`` for src.report too) stays free of torc
 
 from __future__ import annotations
 
-import importlib
-
 from src.data.tables import FEWSHOT_TASKS, FGVC_TASKS, VTAB_GROUPS, VTAB_TASKS
+from src.lazy import lazy_exports
 
 # Every benchmark, the one list: its name -> its datamodule, "<module>.<Class>" under src/data/.
 # The name is what results, reports (src.report's tables) and conf/data/<name>.yaml call the
@@ -30,10 +29,11 @@ TEXT_DATAMODULES = {
 }
 DATAMODULES = IMAGE_DATAMODULES | TEXT_DATAMODULES
 
-# Public class name -> the module that defines it.
-_LAZY = {"BenchmarkDataModule": "src.data.base"} | {
-    path.rsplit(".", 1)[1]: f"src.data.{path.rsplit('.', 1)[0]}" for path in DATAMODULES.values()
+# Public class name -> the module (under src/data/) that defines it.
+_LAZY = {"BenchmarkDataModule": "base"} | {
+    path.rsplit(".", 1)[1]: path.rsplit(".", 1)[0] for path in DATAMODULES.values()
 }
+_import_class = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "BENCHMARKS",
@@ -57,8 +57,6 @@ def benchmark_of(target: str) -> str | None:
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
     if name == "BENCHMARKS":  # image benchmark name -> datamodule class
-        return {b: __getattr__(path.rsplit(".", 1)[1]) for b, path in IMAGE_DATAMODULES.items()}
-    raise AttributeError(f"module 'src.data' has no attribute '{name}'")
+        return {b: _import_class(path.rsplit(".", 1)[1]) for b, path in IMAGE_DATAMODULES.items()}
+    return _import_class(name)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from src.cli.entry import report_user_errors
-from src.data import BENCHMARKS
+from src.data import BENCHMARKS, DATAMODULES
 from src.data.base import BenchmarkDataModule
 from src.data.images import decode_image
 from src.data.lists import read_list_file
@@ -313,11 +313,7 @@ def check_root(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", nargs="?", type=Path, help="data root (default: data/)")
-    from src.data.text_check import TEXT_BENCHMARKS
-
-    parser.add_argument(
-        "--benchmark", action="append", choices=sorted([*BENCHMARKS, *TEXT_BENCHMARKS])
-    )
+    parser.add_argument("--benchmark", action="append", choices=sorted(DATAMODULES))
     parser.add_argument("--sample", type=int, default=20, help="images decoded per split")
     args = parser.parse_args(argv)
     root = args.root

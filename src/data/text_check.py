@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from src.data import TEXT_DATAMODULES
 from src.errors import UserError
-
-TEXT_BENCHMARKS = ("glue", "gsm8k")
 
 
 def _glue_lines(root: Path) -> tuple[list[str], bool]:
@@ -67,11 +66,12 @@ def _gsm8k_lines(root: Path) -> tuple[list[str], bool]:
 
 def check_text_root(root: Path, benchmarks: list[str] | None = None) -> tuple[list[str], bool]:
     """Report lines for the text benchmarks under ``root`` and whether every one found is usable."""
+    checks = {"glue": _glue_lines, "gsm8k": _gsm8k_lines}
     lines, healthy = [], True
-    for name, check in (("glue", _glue_lines), ("gsm8k", _gsm8k_lines)):
+    for name in TEXT_DATAMODULES:  # every text benchmark has its check here
         if benchmarks and name not in benchmarks:
             continue
-        more, ok = check(root)
+        more, ok = checks[name](root)
         lines += more
         healthy &= ok
     return lines, healthy

@@ -8,7 +8,7 @@ the module that defines it.
 
 from __future__ import annotations
 
-import importlib
+from src.lazy import lazy_exports
 
 # The objectives ``pace.mode`` chooses from (conf/pace/<mode>.yaml): the baseline and the three
 # PACE variants (paper §3 and App. C).
@@ -31,12 +31,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'src.pace' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f"src.pace.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = ["MODES", *_LAZY]

@@ -280,7 +280,6 @@ class RunFolder:
         raise diverged
 
 
-
 @dataclass
 class Launch:
     """What a checked launch will do to its folder."""

@@ -19,6 +19,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from src.run.folder import RunFolder
+
 # What Lightning's process launcher leaves in the environment of rank 0 for its children.
 _LIGHTNING_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
@@ -62,7 +64,7 @@ def drop_requeue_checkpoints(trainer, run_dir: str | Path) -> None:
     requeue signal instead of the final ones.
     """
     if trainer.is_global_zero:
-        for path in Path(run_dir).glob("hpc_ckpt_*.ckpt"):
+        for path in RunFolder(run_dir).requeue_checkpoints():
             path.unlink()
     trainer.strategy.barrier()  # no rank may look for the files while rank 0 deletes them
 
