@@ -52,13 +52,25 @@ def launch(args: list[str], env: dict | None = None, **kwargs) -> subprocess.Pop
     )
 
 
+def finish(proc: subprocess.Popen, timeout: int = 900) -> tuple[str, str]:
+    """The process's stdout and stderr once it has exited. Past ``timeout`` it is killed (its
+    DataLoader workers follow: they watch their parent) and the test fails with the end of what
+    it printed, rather than leaving a hung run behind."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"{shlex.join(proc.args[2:])} still ran after {timeout} s:\n{err[-3000:]}")
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("signals")
     data = tmp / "data"
     write_vtab_task(data, "toy", num_classes=4, n_train=48, n_val=16, n_test=16, img_size=32)
     proc = launch([*base_args(data), f"hydra.run.dir={tmp / 'straight'}"])
-    out, err = proc.communicate(timeout=900)
+    out, err = finish(proc)
     assert proc.returncode == 0, err[-3000:]
     return tmp
 
@@ -75,7 +87,7 @@ def test_stopped_run_resumes_to_the_uninterrupted_end(straight, signum):
     data, folder = straight / "data", straight / f"stopped_{signum}"
     proc = launch([*base_args(data), f"hydra.run.dir={folder}"])
     stop_in_epoch_3(proc, signum)
-    out, err = proc.communicate(timeout=900)
+    out, err = finish(proc)
     assert proc.returncode == (-9 if signum == signal.SIGKILL else 128 + signum), err[-3000:]
     if signum == signal.SIGTERM:
         said = [line for line in err.splitlines() if line.startswith("interrupted: ")]
@@ -86,7 +98,7 @@ def test_stopped_run_resumes_to_the_uninterrupted_end(straight, signum):
     else:
         args = [*base_args(data), f"hydra.run.dir={folder}", "ckpt_path=last"]
     resumed = launch(args)
-    out, err = resumed.communicate(timeout=900)
+    out, err = finish(resumed)
     assert resumed.returncode == 0, err[-3000:]
 
     a = load_file(straight / "straight" / "adapter.safetensors")
@@ -124,7 +136,7 @@ def test_multiruns_started_together_get_their_own_folders(straight):
     ]
     procs = [launch(args) for _ in range(2)]
     for proc in procs:
-        out, err = proc.communicate(timeout=900)
+        out, err = finish(proc)
         assert proc.returncode == 0, err[-3000:]
     folders = sorted(p.name for p in (straight / "sweeps").iterdir())
     assert folders == ["same_second", "same_second_2"]
@@ -166,16 +178,16 @@ def test_a_resume_from_an_epoch_end_checkpoint_is_bit_identical(tmp_path):
     write_vtab_task(data, "toy", num_classes=4, n_train=48, n_val=16, n_test=16, img_size=32)
     args = [*base_args(data), "trainer.check_val_every_n_epoch=2"]
     straight = launch([*args, f"hydra.run.dir={tmp_path / 'straight'}"])
-    out, err = straight.communicate(timeout=900)
+    out, err = finish(straight)
     assert straight.returncode == 0, err[-3000:]
     proc = launch([*args, f"hydra.run.dir={tmp_path / 'stopped'}"])
     for line in proc.stdout:
         if line.startswith("epoch 3/4"):  # epoch001.ckpt (a validating epoch's end) is saved
             os.kill(proc.pid, signal.SIGKILL)
             break
-    proc.communicate(timeout=900)
+    finish(proc)
     resumed = launch([*args, f"hydra.run.dir={tmp_path / 'stopped'}", "ckpt_path=last"])
-    out, err = resumed.communicate(timeout=900)
+    out, err = finish(resumed)
     assert resumed.returncode == 0, err[-3000:]
     a = load_file(tmp_path / "straight" / "adapter.safetensors")
     b = load_file(tmp_path / "stopped" / "adapter.safetensors")
@@ -215,14 +227,14 @@ def test_a_run_stopped_mid_epoch_resumes_bit_identically(tmp_path, signum, worke
     write_vtab_task(data, "toy", num_classes=4, n_train=64, n_val=16, n_test=16, img_size=32)
     args = [*base_args(data), f"data.num_workers={workers}", "trainer.max_epochs=3"]
     straight = launch([*args, f"hydra.run.dir={tmp_path / 'straight'}"])
-    out, err = straight.communicate(timeout=900)
+    out, err = finish(straight)
     assert straight.returncode == 0, err[-3000:]
 
     folder = tmp_path / "stopped"
     target = "tests.test_cli_signals.SignalAtBatch"
     stop = f"+callbacks.stop={{_target_:{target},epoch:1,batch:1,signum:{int(signum)}}}"
     proc = launch([*args, f"hydra.run.dir={folder}", stop])
-    out, err = proc.communicate(timeout=900)
+    out, err = finish(proc)
     assert proc.returncode == 128 + signum, err[-3000:]
     assert "holds the run as it stopped, part-way through epoch 2" in err, err[-3000:]
     assert (folder / "checkpoints" / "last.ckpt").resolve().name == "stopped.ckpt"
@@ -235,7 +247,7 @@ def test_a_run_stopped_mid_epoch_resumes_bit_identically(tmp_path, signum, worke
     resumed = launch(
         [*resume, f"hydra.run.dir={folder}", "ckpt_path=last"], env={"TMPDIR": str(tmpdir)}
     )
-    out, err = resumed.communicate(timeout=900)
+    out, err = finish(resumed)
     assert resumed.returncode == 0, err[-3000:]
     assert "not resumable" not in err  # Lightning's warning for a loader without a state
     assert not stale.exists()
