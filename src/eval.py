@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import src.cli.validation  # noqa: F401  (registers the ${cwd:} resolver before Hydra composes)
 from src.cli.entry import report_user_errors, run_entry, to_float_dict, write_json
+from src.data.workers import check_worker_temp_dir
 from src.errors import UserError
 from src.run.folder import EVAL_RESULTS, RunFolder, forget_unused_folder
 
@@ -55,6 +56,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             # Written before the weights had to be named, when null meant random init (the
             # frozen backbone's fingerprint still checks that the rebuilt one is the same).
             run_cfg.backbone.weights = "random"
+    check_worker_temp_dir(run_cfg.data.get("num_workers"))
     if run_cfg.get("seed") is not None:
         L.seed_everything(run_cfg.seed)
     datamodule = hydra.utils.instantiate(run_cfg.data)

@@ -44,6 +44,7 @@ from src.cli.entry import (
 )
 from src.cli.extras import apply_extras
 from src.cli.validation import refuse_unread_keys, validate_train_config
+from src.data.workers import check_worker_temp_dir
 from src.run.folder import Launch, RunFolder, forget_unused_folder, in_multirun, prepare_run_folder
 from src.run.launch import drop_requeue_checkpoints, prepare_ddp_for_this_job
 from src.run.loggers import log_run_config
@@ -93,6 +94,7 @@ def check_launch(cfg: DictConfig) -> Launch:
     refuse_unread_keys(cfg, config_groups())
     validate_train_config(cfg)
     check_precision(cfg.get("trainer") or {})
+    check_worker_temp_dir(cfg.data.get("num_workers"))
     return prepare_run_folder(cfg)
 
 
