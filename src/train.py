@@ -319,12 +319,18 @@ def quiet_lightning_logs() -> None:
     """Each Lightning log line once, without adverts.
 
     Importing ``lightning`` gives its logger a console handler of its own although Hydra's root
-    handlers already print (and file) its records, so every line would show twice.
+    handlers already print (and file) its records, so every line would show twice. Imported
+    before Hydra set up logging (a notebook, a program that imported it first), its
+    ``pytorch``/``fabric`` loggers also keep their own stderr handlers and stop propagating, so
+    their lines would miss the terminal's format and ``train.log``: the same records go through
+    Hydra's handlers whichever came first.
     """
     import lightning  # noqa: F401  (the import is what adds the handler)
 
     if logging.getLogger().hasHandlers():
-        logging.getLogger("lightning").handlers.clear()
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: not record.getMessage().startswith("💡 Tip")
     )

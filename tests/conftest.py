@@ -82,6 +82,18 @@ def fresh_signal_mask():
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
 
 
+@pytest.fixture(autouse=True)
+def fresh_environment():
+    """Each test starts with the session's environment. Runs trained in this process set
+    variables (Lightning's PL_GLOBAL_SEED, OMP_NUM_THREADS, HF_HUB_OFFLINE when
+    src.backbones.text is imported) that would otherwise reach every process later tests start,
+    and decide whether those can start warm (tests/processes.py)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture
 def compose_cfg(tmp_path):
     def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
@@ -119,3 +131,11 @@ def slurm_conf():
     yield f"{state}/slurm.conf"
     if not was_running:
         subprocess.run([str(REPO / "tools/slurm/down.sh")], env=env, timeout=120, check=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How the tests' `python -m` processes started (tests/processes.py): warm, or cold and why."""
+    from tests import processes
+
+    if processes.STARTS:
+        terminalreporter.write_line(processes.summary())

@@ -2,8 +2,6 @@
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from src.data.synthetic import write_vtab_task
 from src.errors import UserError
 from src.eval import evaluate
 from src.train import build_finetuner, train
+from tests import processes
 from tests.conftest import SimulatedCrash, crash_in_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,8 +126,6 @@ def test_every_method_learns_and_eval_reproduces_it(compose_cfg, data_root, name
 @pytest.mark.slow
 def test_glob_multirun_trains_every_method(tmp_path, data_root):
     cmd = [
-        sys.executable,
-        "-m",
         "src.train",
         "-m",
         "debug=tiny",  # debug=fast has no logger, which its LearningRateMonitor refuses
@@ -144,7 +141,7 @@ def test_glob_multirun_trains_every_method(tmp_path, data_root):
         "callbacks.progress_bar=null",
         f"hydra.sweep.dir={tmp_path}/sweep",
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    proc = processes.run(*cmd, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     done = {
         json.loads(p.read_text())["adapter"] for p in (tmp_path / "sweep").glob("*/results.json")

@@ -13,12 +13,12 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from src.data.synthetic import write_vtab_task
+from tests import processes
 from tests.test_cli import assert_one_error_line
 from tests.test_run_folder import snapshot
 
@@ -155,6 +155,7 @@ def finished_runs(workspace) -> dict[str, Path]:
 
 
 def command(entry: str, arguments: str, workspace) -> list[str]:
+    """The arguments after ``python -m <entry>``."""
     words = arguments.split()
     if entry == TRAIN:
         words = [
@@ -168,7 +169,7 @@ def command(entry: str, arguments: str, workspace) -> list[str]:
         ]
         if "data.task=not_a_task" in words:
             words.remove("data.num_classes=4")
-    return [sys.executable, "-m", entry, *words]
+    return words
 
 
 @pytest.mark.parametrize("entry, arguments, fragments", CASES)
@@ -178,14 +179,7 @@ def test_bad_input_is_one_line_and_touches_nothing(workspace, entry, arguments, 
     arguments = arguments.format(**{k: v for k, v in workspace.items()})
     before = snapshot(workspace["tmp"])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        command(entry, arguments, workspace),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    proc = processes.run(entry, *command(entry, arguments, workspace), timeout=600, env=env)
     assert_one_error_line(proc, *fragments)
     assert snapshot(workspace["tmp"]) == before
 
@@ -252,10 +246,9 @@ def test_a_folder_the_run_cannot_write_is_one_line_before_training(workspace, tm
     lock = read_only(tmp_path / locked) if locked else contextlib.nullcontext()
     with lock:
         before = snapshot(workspace["tmp"])
-        proc = subprocess.run(
-            command(TRAIN, arguments.format(tmp=tmp_path), workspace),
-            cwd=ROOT, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+        proc = processes.run(
+            TRAIN, *command(TRAIN, arguments.format(tmp=tmp_path), workspace), timeout=600
+        )
     assert_one_error_line(proc, *fragments)
     assert "decoded" not in proc.stderr  # stopped before the data (and training) started
     assert snapshot(workspace["tmp"]) == before

@@ -10,7 +10,6 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,9 @@ from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file
 
 from src.data.synthetic import write_vtab_task
+from tests import processes
+from tests.processes import WarmProcess
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
@@ -39,20 +39,12 @@ def base_args(data: Path) -> list[str]:
     ]
 
 
-def launch(args: list[str], env: dict | None = None, **kwargs) -> subprocess.Popen:
+def launch(args: list[str], env: dict | None = None) -> subprocess.Popen | WarmProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "src.train", *args],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        **kwargs,
-    )
+    return processes.start("src.train", *args, env=env)
 
 
-def finish(proc: subprocess.Popen, timeout: int = 900) -> tuple[str, str]:
+def finish(proc: subprocess.Popen | WarmProcess, timeout: int = 900) -> tuple[str, str]:
     """The process's stdout and stderr once it has exited. Past ``timeout`` it is killed (its
     DataLoader workers follow: they watch their parent) and the test fails with the end of what
     it printed, rather than leaving a hung run behind."""
@@ -75,7 +67,7 @@ def straight(tmp_path_factory):
     return tmp
 
 
-def stop_in_epoch_3(proc: subprocess.Popen, signum: int) -> None:
+def stop_in_epoch_3(proc: subprocess.Popen | WarmProcess, signum: int) -> None:
     for line in proc.stdout:  # one line per epoch when piped (src.run.progress.EpochLines)
         if line.startswith("epoch 2/4"):
             os.kill(proc.pid, signum)

@@ -11,6 +11,7 @@ import src.adapters  # noqa: F401  (registers the adapter schemas the configs us
 from src.cli.hydra_errors import config_groups, describe
 from src.cli.validation import patch_size, unread_appended_keys, validate_train_config
 from src.errors import UserError
+from tests import processes
 from tests.conftest import CONF_DIR
 
 
@@ -145,24 +146,18 @@ def test_appended_keys_a_component_reads_work_in_a_real_multirun(tmp_path):
     argument, timm builds a 1-block ViT; each job of the sweep finishes."""
     import json
     import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from src.data.synthetic import write_vtab_task
 
     write_vtab_task(tmp_path, "toy", num_classes=4, n_train=16, n_val=4, n_test=4, img_size=32)
     sweep = tmp_path / "sweep"
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "src.train", "debug=tiny", f"data.root={tmp_path}",
-            "data.task=toy", "data.num_classes=4", "trainer.max_epochs=1", "test=false",
-            "callbacks.progress_bar=null", "extras.print_config=false",
-            "+trainer.profiler=simple", "+logger.csv.flush_logs_every_n_steps=1",
-            "+backbone.kwargs.depth=1", f"hydra.sweep.dir={sweep}", "-m", "sigma=0.1,0.2",
-        ],
-        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    proc = processes.run(
+        "src.train", "debug=tiny", f"data.root={tmp_path}",
+        "data.task=toy", "data.num_classes=4", "trainer.max_epochs=1", "test=false",
+        "callbacks.progress_bar=null", "extras.print_config=false",
+        "+trainer.profiler=simple", "+logger.csv.flush_logs_every_n_steps=1",
+        "+backbone.kwargs.depth=1", f"hydra.sweep.dir={sweep}", "-m", "sigma=0.1,0.2",
+        timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (proc.stdout + proc.stderr).count("FIT Profiler Report") == 2

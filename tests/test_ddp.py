@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from src.data.synthetic import write_vtab_task
+from tests import processes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,14 +23,14 @@ def test_ddp_multirun_writes_one_folder_per_job(tmp_path):
     write_vtab_task(data, "toy", num_classes=4, n_train=32, n_val=16, n_test=32, img_size=32)
     project = tmp_path / "project"
     sweep = project / "logs" / "sweep"
-    cmd = [
-        sys.executable, "-m", "src.train", "debug=tiny", "trainer=ddp_cpu",
+    args = [
+        "debug=tiny", "trainer=ddp_cpu",
         f"data.root={data}", "data.task=toy", "data.num_classes=4", "trainer.max_epochs=2",
         "callbacks.progress_bar=null", "trainer.enable_model_summary=false",
         f"hydra.sweep.dir={sweep}", "sigma=0.1,0.5", "-m",
     ]  # fmt: skip
     env = {**os.environ, "PROJECT_ROOT": str(project), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = processes.run("src.train", *args, env=env, timeout=300)  # its ranks start cold
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert output.count("All distributed processes registered. Starting with 2 processes") == 2

@@ -19,7 +19,6 @@ import copy
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,7 @@ from src.adapters.sparse import set_loss_scale
 from src.pace import MODES, build_regulariser
 from src.pace.consistency import FastPACE
 from src.run.precision import precision_problem
+from tests import processes
 from tests.test_adapters import SMALL, adapted, perturb_trainable, x_batch
 from tests.test_fast_paths import output_and_grads
 
@@ -198,17 +198,16 @@ def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     data = tmp_path / "data"
     if not data.exists():
-        subprocess.run(
-            [sys.executable, "-m", "src.data.synthetic", "--root", str(data), "--task",
-             "synthetic"], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300,
+        made = processes.run(
+            "src.data.synthetic", "--root", str(data), "--task", "synthetic",
+            cwd=tmp_path, env=env, timeout=300,
         )  # fmt: skip
-    return subprocess.run(
-        [
-            sys.executable, "-m", "src.train", "debug=tiny", "data.task=synthetic",
-            "data.num_classes=4", f"data.root={data}", "trainer.max_epochs=1",
-            "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path / 'run'}", *overrides,
-        ],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+        assert made.returncode == 0, made.stderr[-2000:]
+    return processes.run(
+        "src.train", "debug=tiny", "data.task=synthetic",
+        "data.num_classes=4", f"data.root={data}", "trainer.max_epochs=1",
+        "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path / 'run'}", *overrides,
+        cwd=tmp_path, env=env, timeout=900,
     )  # fmt: skip
 
 

@@ -2,9 +2,10 @@
 
 Every shell command in the README's fenced ``bash`` blocks, and every make target in its table,
 runs here as a real process in a sandbox folder that holds tiny VTAB-1k tasks under the real task
-names. Commands keep every override the README gives; the test only appends what makes them
-small (a tiny ViT at 32 px, one epoch, two batches). A command that no runner below understands
-fails the test: a new README command needs a way to be checked.
+names (`python -m` commands start warm, tests/processes.py; make targets start theirs cold).
+Commands keep every override the README gives; the test only appends what makes them small (a
+tiny ViT at 32 px, one epoch, two batches). A command that no runner below understands fails the
+test: a new README command needs a way to be checked.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pytest
 
 from src.data.synthetic import write_vtab_task
 from src.data.tables import VTAB_TASKS
+from tests import processes
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -98,7 +100,12 @@ def run(
 ) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **extra_env}
     env.pop("PROJECT_ROOT", None)
-    proc = subprocess.run(words, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if words[:2] == [sys.executable, "-m"]:  # warm: the libraries imported already
+        proc = processes.run(words[2], *words[3:], cwd=cwd, env=env, timeout=timeout)
+    else:
+        proc = subprocess.run(
+            words, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        )
     assert proc.returncode == 0, (
         f"`{shlex.join(words)}` exited {proc.returncode}\n{proc.stdout[-3000:]}\n"
         f"{proc.stderr[-3000:]}"
@@ -145,10 +152,10 @@ def resume_placeholder(word: str, words: list[str], sandbox: Path, tiny) -> str:
         return word
     folder = sandbox / "logs" / "train" / "runs" / "stopped-by-test"
     same = [w for w in words[3:] if w.split("=", 1)[0] not in ("hydra.run.dir", "ckpt_path")]
-    cmd = [sys.executable, "-m", "src.train", *same, *tiny, f"hydra.run.dir={folder}"]
+    args = [*same, *tiny, f"hydra.run.dir={folder}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with subprocess.Popen(
-        cmd, cwd=sandbox, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    with processes.start(
+        "src.train", *args, cwd=sandbox, env=env, stderr=subprocess.STDOUT
     ) as proc:
         for line in proc.stdout:
             if line.startswith("epoch 1/2"):

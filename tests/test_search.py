@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import src.adapters  # noqa: F401  (registers the adapter schemas the configs co
 from src.data.synthetic import write_vtab_task
 from src.select import main as select_main
 from src.select import select_best
+from tests import processes
 from tests.test_cli import error_line
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,9 +94,8 @@ def test_a_setting_is_averaged_over_seeds_draws_and_plumbing(tmp_path):
 
 
 def _train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "src.train", *overrides]
     env = {**os.environ, "PROJECT_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = processes.run("src.train", *overrides, env=env, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     return proc
 

@@ -19,6 +19,7 @@ import torch
 from lightning import Callback
 
 from src.data.synthetic import write_vtab_task
+from tests import processes
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -33,10 +34,11 @@ def data_root(tmp_path_factory):
 
 def start_sweep(
     slurm_conf, data_root, sweep_dir: Path, *overrides: str, launcher: str = "slurm"
-) -> subprocess.Popen:
-    """`python -m src.train ... hydra/launcher=<launcher> -m` from the repository root."""
-    cmd = [
-        sys.executable, "-m", "src.train", "debug=tiny", f"data.root={data_root}",
+) -> subprocess.Popen | processes.WarmProcess:
+    """`python -m src.train ... hydra/launcher=<launcher> -m` from the repository root (the
+    jobs themselves start cold, as sbatch starts them)."""
+    args = [
+        "debug=tiny", f"data.root={data_root}",
         "data.task=toy", "data.num_classes=4", "callbacks.progress_bar=null",
         "trainer.enable_model_summary=false", f"hydra.sweep.dir={sweep_dir}",
         f"hydra/launcher={launcher}", *overrides, "-m",
@@ -44,7 +46,7 @@ def start_sweep(
     env = {**os.environ, "SLURM_CONF": slurm_conf, "OMP_NUM_THREADS": "1"}
     sweep_dir.mkdir(parents=True)
     log = open(sweep_dir.parent / f"{sweep_dir.name}.log", "w")
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return processes.start("src.train", *args, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def sweep_log(sweep_dir: Path) -> str:
@@ -141,15 +143,15 @@ def test_rerunning_an_interrupted_sweep_skips_finished_jobs_and_resumes_the_rest
     """The same sweep command with `hydra.sweep.dir=<its folder>` (basic launcher, no cluster;
     it runs while the requeue job waits for its time limit)."""
     sweep_dir = tmp_path / "sweep"
-    cmd = [
-        sys.executable, "-m", "src.train", "debug=tiny", f"data.root={data_root}",
+    args = [
+        "debug=tiny", f"data.root={data_root}",
         "data.task=toy", "data.num_classes=4", "callbacks.progress_bar=null",
         "trainer.enable_model_summary=false", "trainer.max_epochs=2",
         "callbacks.model_checkpoint.save_top_k=-1",  # keep epoch000.ckpt to fake the interruption
         f"hydra.sweep.dir={sweep_dir}", "sigma=0.1,0.5", "-m",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    first = processes.run("src.train", *args, env=env, timeout=300)
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
     finished, interrupted = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
 
@@ -161,7 +163,7 @@ def test_rerunning_an_interrupted_sweep_skips_finished_jobs_and_resumes_the_rest
     last.unlink()
     last.symlink_to("epoch000.ckpt")
 
-    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    again = processes.run("src.train", *args, env=env, timeout=300)
     output = again.stdout + again.stderr
     assert again.returncode == 0, output[-3000:]
     assert f"{finished / 'results.json'} exists" in output

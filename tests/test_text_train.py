@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import processes
 from tests.text_data import write_glue_tsv, write_gsm8k
 from tests.text_models import save_tiny_decoder, save_tiny_encoder
 
@@ -19,10 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_train(tmp_path: Path, *overrides: str, env: dict | None = None):
-    cmd = [
-        sys.executable,
-        "-m",
-        "src.train",
+    args = [
         *overrides,
         f"data.root={tmp_path / 'data'}",
         f"paths.log_dir={tmp_path / 'logs'}",
@@ -32,9 +28,7 @@ def run_train(tmp_path: Path, *overrides: str, env: dict | None = None):
         "cpu_threads=1",
     ]
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(
-        cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1200, env=full_env
-    )
+    return processes.run("src.train", *args, cwd=tmp_path, timeout=1200, env=full_env)
 
 
 def results(tmp_path: Path) -> dict:
@@ -61,12 +55,15 @@ def test_glue_pace_rte_runs_from_a_local_roberta_folder(tmp_path):
     assert out["params"]["adapter"] == 2 * 2 * 8 * (32 + 32)  # LoRA r8 on query/value, 2 blocks
     assert (tmp_path / "run" / "adapter.safetensors").is_file()
     # src.eval rebuilds the model from the folder and the saved adapter: the same dev accuracy.
-    proc = subprocess.run(
-        [sys.executable, "-m", "src.eval", f"run_dir={tmp_path / 'run'}",
-         f"hydra.run.dir={tmp_path / 'eval'}", "trainer.accelerator=cpu"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    proc = processes.run(
+        "src.eval",
+        f"run_dir={tmp_path / 'run'}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        "trainer.accelerator=cpu",
+        cwd=tmp_path,
+        timeout=600,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())["metrics"]
     assert evaluated["test/acc"] == pytest.approx(out["metrics"]["test/acc"])

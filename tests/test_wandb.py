@@ -8,8 +8,6 @@ import csv
 import json
 import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from omegaconf import OmegaConf
 
 from src.data.synthetic import write_vtab_task
 from src.run.loggers import flatten, run_config
+from tests import processes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,15 +97,15 @@ def test_offline_multirun_writes_one_run_per_job_with_config_and_history(tmp_pat
     data = tmp_path / "data"
     write_vtab_task(data, "toy", num_classes=4, n_train=32, n_val=16, n_test=32, img_size=32)
     sweep = tmp_path / "sweep"
-    cmd = [
-        sys.executable, "-m", "src.train", "debug=tiny", "logger=many", f"data.root={data}",
+    args = [
+        "debug=tiny", "logger=many", f"data.root={data}",
         "data.task=toy", "data.num_classes=4", "trainer.max_epochs=2", "adapter.rank=3",
         "callbacks.progress_bar=null", "trainer.enable_model_summary=false", "tags=[wb,test]",
         f"hydra.sweep.dir={sweep}", "sigma=0.1,0.5", "-m",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
     env |= {"WANDB_MODE": "offline", "PROJECT_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = processes.run("src.train", *args, env=env, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
