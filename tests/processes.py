@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -144,8 +145,8 @@ class WarmProcess:
         )
         for fd in theirs:
             os.close(fd)
-        self._lines = self._socket.makefile("rb")
-        self.pid = int(self._lines.readline())
+        self.pid = int(self._line())
+        self._status_lock = threading.Lock()
 
         def wrap(fd, mode):
             if fd is None:
@@ -159,36 +160,41 @@ class WarmProcess:
         self._read: dict[str, list] = {"stdout": [], "stderr": []}
 
     def poll(self) -> int | None:
-        if self.returncode is None:
-            self._socket.setblocking(False)
-            try:
-                self._socket.recv(1, socket.MSG_PEEK)
-            except BlockingIOError:
-                return None
-            finally:
-                self._socket.setblocking(True)
-            self._finish()
-        return self.returncode
+        try:
+            return self.wait(timeout=0)
+        except subprocess.TimeoutExpired:
+            return None
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None:
-            self._socket.settimeout(timeout)
-            try:
-                self._socket.recv(1, socket.MSG_PEEK)
-            except TimeoutError:
-                raise subprocess.TimeoutExpired(self.args, timeout) from None
-            finally:
-                self._socket.settimeout(None)
-            self._finish()
-        return self.returncode
+        """The exit status, once the server has sent it. Safe from several threads at once (a
+        test may poll from one while it waits in another), as ``Popen.wait`` is."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._status_lock:
+                if self.returncode is None and select.select([self._socket], [], [], 0)[0]:
+                    self.returncode = int(self._line())
+            if self.returncode is not None:
+                return self.returncode
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            select.select([self._socket], [], [], 0.1 if left is None else min(0.1, left))
 
-    def _finish(self) -> None:
-        line = self._lines.readline()
-        if not line:
-            raise RuntimeError(f"the warm server closed the request for pid {self.pid} early")
-        self.returncode = int(line)
-        self._lines.close()
-        self._socket.close()
+    def __del__(self) -> None:
+        socket_ = getattr(self, "_socket", None)
+        if socket_ is not None:
+            socket_.close()
+
+    def _line(self) -> bytes:
+        """The server's next line, read a byte at a time: nothing past it leaves the socket, so
+        ``poll`` and ``wait`` can ask the socket whether the exit status has come."""
+        line = b""
+        while not line.endswith(b"\n"):
+            byte = self._socket.recv(1)
+            if not byte:
+                raise RuntimeError(f"the warm server closed the request for {self.args} early")
+            line += byte
+        return line
 
     def communicate(self, input=None, timeout: float | None = None):
         deadline = None if timeout is None else time.monotonic() + timeout

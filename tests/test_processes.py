@@ -10,6 +10,8 @@ import re
 import signal
 import subprocess
 import textwrap
+import threading
+import time
 
 import pytest
 from safetensors.torch import load_file
@@ -80,9 +82,19 @@ def test_a_warm_process_gets_its_own_signals(probe, cold):
     assert proc.poll() is None
     with pytest.raises(subprocess.TimeoutExpired):
         proc.wait(timeout=0.2)
+    polled = []  # a second thread polls while this one waits, as tests/test_slurm.py does
+    poller = threading.Thread(target=lambda: polled.append(poll_until_done(proc)))
+    poller.start()
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGTERM
+    poller.join(timeout=60)
+    assert proc.returncode == -signal.SIGTERM and polled == [-signal.SIGTERM]
+
+
+def poll_until_done(proc) -> int:
+    while proc.poll() is None:
+        time.sleep(0.001)
+    return proc.returncode
 
 
 def test_an_environment_read_at_import_gets_a_cold_start(probe):
