@@ -43,6 +43,7 @@ PRELOAD = ("torch", "lightning", "timm", "hydra", "omegaconf", "safetensors.torc
 # Environment keys read when used, not when a preloaded library is imported: a warm request may
 # set, change or drop them. PYTHONPATH and TMPDIR are applied to the fork (sys.path, tempfile).
 RUNTIME_ENV = (
+    "PATH",  # looked up when a command runs (Lightning asks shutil.which("srun") per Trainer)
     "OMP_NUM_THREADS",
     "PYTHONUNBUFFERED",
     "PYTHONPATH",
@@ -67,6 +68,7 @@ def start(
     text: bool = True,
     python_flags: tuple[str, ...] = (),
     cold: bool = False,
+    start_new_session: bool = False,
 ) -> subprocess.Popen | WarmProcess:
     """``python [flags] -m module args`` — warm when it can be, else a cold ``subprocess.Popen``.
     Both answer ``pid``, ``poll``, ``wait``, ``communicate``, ``send_signal``, ``kill``,
@@ -77,11 +79,13 @@ def start(
     STARTS[why_cold or "warm"] += 1
     if why_cold:
         return subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr, text=text
-        )
+            argv, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr, text=text,
+            start_new_session=start_new_session,
+        )  # fmt: skip
     return WarmProcess(
-        _server(), argv, module, list(args), Path(cwd), env, stdin, stdout, stderr, text
-    )
+        _server(), argv, module, list(args), Path(cwd), env, stdin, stdout, stderr, text,
+        start_new_session,
+    )  # fmt: skip
 
 
 def run(
@@ -108,7 +112,9 @@ class WarmProcess:
     """A process the warm server forked for this test; the subset of ``subprocess.Popen`` tests
     use. Its exit status comes over the request's socket (the server is its parent)."""
 
-    def __init__(self, server, argv, module, args, cwd, env, stdin, stdout, stderr, text):
+    def __init__(
+        self, server, argv, module, args, cwd, env, stdin, stdout, stderr, text, new_session
+    ):
         self.args, self.returncode = argv, None
         ours, theirs = [], []  # pipe ends: ours stay here, theirs go to the fork
 
@@ -140,6 +146,7 @@ class WarmProcess:
                 "cwd": str(cwd),
                 "env": env,
                 "sigmask": [int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])],
+                "new_session": new_session,
             },
             [fd_in, fd_out, fd_err],
         )
@@ -336,6 +343,8 @@ def _become(request: dict, fds: list[int], base_path: list[str]) -> None:
             os.dup2(fd, target)
     for fd in set(fds) - {0, 1, 2}:
         os.close(fd)
+    if request["new_session"]:
+        os.setsid()
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 def base_args(data: Path) -> list[str]:
     return [
         "debug=tiny",
+        "backbone.kwargs={depth:2}",  # two blocks: what is stopped and resumed is the loop
         f"data.root={data}",
         "data.task=toy",
         "data.num_classes=4",

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from src.data.synthetic import write_vtab_task
+from tests import processes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,23 +83,21 @@ def test_srun_advice_is_one_line_inside_a_slurm_job_and_nothing_outside(tmp_path
         "OMP_NUM_THREADS": "1",
     }
     args = [
-        sys.executable, "-m", "src.train", "debug=tiny", f"data.root={tmp_path}",
-        "data.task=toy", "data.num_classes=4", "trainer.max_epochs=1", "extras.print_config=false",
+        "debug=tiny", "backbone.kwargs={depth:2}", f"data.root={tmp_path}", "data.task=toy",
+        "data.num_classes=4", "trainer.max_epochs=1", "extras.print_config=false",
         "callbacks.progress_bar=null",
     ]  # fmt: skip
-    outside = subprocess.run(
-        [*args, f"hydra.run.dir={tmp_path / 'outside'}"], cwd=REPO, env=env,
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    outside = processes.run(
+        "src.train", *args, f"hydra.run.dir={tmp_path / 'outside'}", env=env, timeout=900
+    )
     assert outside.returncode == 0, outside.stderr[-3000:]
     # Lightning's warning (Trainer and its SLURM checks were built for fit and test) is gone
     assert "`srun`" not in outside.stdout + outside.stderr
 
     job = {**env, "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train"}  # sbatch, python w/o srun
-    inside = subprocess.run(
-        [*args, f"hydra.run.dir={tmp_path / 'inside'}"], cwd=REPO, env=job,
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    inside = processes.run(
+        "src.train", *args, f"hydra.run.dir={tmp_path / 'inside'}", env=job, timeout=900
+    )
     assert inside.returncode == 0, inside.stderr[-3000:]
     output = inside.stdout + inside.stderr
     said = [line for line in output.splitlines() if "without srun" in line]
@@ -126,12 +125,15 @@ def has_loaded(pid: int, library: str) -> bool:
         return False
 
 
-def start_run(tmp_path: Path, *extra: str, **popen) -> subprocess.Popen:
+def start_run(tmp_path: Path, *extra: str, cold: bool = True, **popen):
+    """``python -m src.train`` on a tiny task; cold by default: a job's first seconds are what
+    most tests here are about."""
     if not (tmp_path / "data").is_dir():
         write_vtab_task(tmp_path / "data", "toy", 4, n_train=48, n_val=16, n_test=16, img_size=32)
     args = [
-        sys.executable, "-m", "src.train", "debug=tiny", f"data.root={tmp_path / 'data'}",
-        "data.task=toy", "data.num_classes=4", "extras.print_config=false",
+        "debug=tiny", "backbone.kwargs={depth:2}",
+        f"data.root={tmp_path / 'data'}", "data.task=toy", "data.num_classes=4",
+        "extras.print_config=false",
         f"paths.log_dir={tmp_path / 'logs'}", *extra,  # the progress bar: one line per epoch
     ]  # fmt: skip
     env = {
@@ -139,10 +141,7 @@ def start_run(tmp_path: Path, *extra: str, **popen) -> subprocess.Popen:
         "OMP_NUM_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
     }
-    return subprocess.Popen(
-        args, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        **popen,
-    )  # fmt: skip
+    return processes.start("src.train", *args, env=env, cold=cold, **popen)
 
 
 def wait_for(proc: subprocess.Popen, moment: str) -> str:
@@ -231,7 +230,7 @@ def test_dataloader_workers_neither_swallow_nor_die_from_a_group_signal(tmp_path
     worker exits quietly with it, and nobody reports a dead worker."""
     proc = start_run(
         tmp_path, "trainer.max_epochs=50", "data.num_workers=1", "hydra.run.dir="
-        f"{tmp_path / 'run'}", start_new_session=True,
+        f"{tmp_path / 'run'}", start_new_session=True, cold=False,
     )  # fmt: skip
     for line in proc.stdout:  # one line per epoch when piped: training has begun
         if line.startswith("epoch 1/50"):

@@ -85,6 +85,7 @@ def test_interrupted_run_resumes_from_last_ckpt_to_the_same_end(
         "sigma=1.0",
         "trainer.max_epochs=4",
         "test=false",
+        "backbone.kwargs={depth:2}",  # two blocks: what is stopped and resumed is the loop
         f"data.num_workers={workers}",  # persistent workers must not change the data order
     )
     straight = tiny_run(compose_cfg, data_root, *overrides)
