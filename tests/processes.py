@@ -307,7 +307,8 @@ def summary() -> str:
     """One line: how many starts were warm, and why the others were cold."""
     cold = sorted((n, why) for why, n in STARTS.items() if why != "warm")
     why = "; ".join(f"{n} {reason}" for n, reason in cold)
-    return f"processes: {STARTS['warm']} started warm, {sum(n for n, _ in cold)} cold ({why})"
+    said = f"processes: {STARTS['warm']} started warm, {sum(n for n, _ in cold)} cold"
+    return f"{said} ({why})" if why else said
 
 
 # --- the server side ---------------------------------------------------------------------------
