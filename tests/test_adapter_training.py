@@ -125,8 +125,7 @@ def test_every_method_learns_and_eval_reproduces_it(compose_cfg, data_root, name
 
 @pytest.mark.slow
 def test_glob_multirun_trains_every_method(tmp_path, data_root):
-    cmd = [
-        "src.train",
+    args = [
         "-m",
         "debug=tiny",  # debug=fast has no logger, which its LearningRateMonitor refuses
         "adapter=glob(*)",
@@ -141,7 +140,7 @@ def test_glob_multirun_trains_every_method(tmp_path, data_root):
         "callbacks.progress_bar=null",
         f"hydra.sweep.dir={tmp_path}/sweep",
     ]
-    proc = processes.run(*cmd, timeout=1200)
+    proc = processes.run("src.train", *args, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     done = {
         json.loads(p.read_text())["adapter"] for p in (tmp_path / "sweep").glob("*/results.json")
